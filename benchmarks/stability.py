@@ -1,0 +1,301 @@
+"""GAN stability on 2-D mixtures and stacked digits (BENCHMARKS.md, "Stability on 2-D mixtures"
+and "Mode collapse on images: stacked digits").
+
+Protocol: the VEEGAN / PacGAN one (Srivastava et al. 2017, Table 1; Lin et al. 2018, Table 1).
+ring8 / grid25, 2,500 samples per run; a sample is high quality (HQ) within 3 std of its
+nearest mean; a mode is covered by >= 1 HQ sample; reverse KL = KL(HQ histogram || uniform);
+a run *succeeds* when every mode is covered and %HQ >= 90.
+
+Two trainers, both through stablegen's own trainer so that only the recipe differs:
+  stablegen  the built-in recipe (gan-ring8 / gan-grid25; stacked digits: dcgan-digits on
+             data.name=stacked-digits with PacGAN packing), unchanged.
+  baseline   "a plain GAN as tutorials write it": the same data, batch, network sizes and step
+             count, and nothing else: BCE (non-saturating) loss, Adam lr 2e-4 with default betas
+             (0.9, 0.999) (the 2-D parts) or the DCGAN paper's (0.5, 0.999) (stacked digits),
+             constant learning rate, no packing, no R1 / GP / spectral norm / label smoothing /
+             instance noise / minibatch stddev, no EMA, the StabilityGuard off. The MLP nets are
+             stablegen's (LeakyReLU critic, ReLU generator), as in the tutorials.
+
+Parts:
+  a  ring8 and grid25 over --seeds seeds: modes, %HQ, reverse KL per seed; success rates.
+  b  robustness grid: learning rate (1e-4, 3e-4, 1e-3, 3e-3) x Adam beta1 (0.0, 0.5, 0.9),
+     --grid-seeds seeds per cell: success rates of both. In stablegen's recipe the grid's lr is
+     the generator's and the critic keeps the recipe's critic / generator lr ratio (TTUR);
+     beta1 applies to both phases, beta2 stays each side's own.
+  c  stacked digits (1,000 modes): modes covered and KL(mode histogram || uniform) from
+     26,000 samples (the digits classifier reads each channel), baseline DCGAN vs stablegen.
+
+    OMP_NUM_THREADS=1 python benchmarks/stability.py --part a,b --seeds 10 --grid-seeds 1 --jobs 2
+    OMP_NUM_THREADS=1 python benchmarks/stability.py --part c --seeds 2 --steps 2000
+
+Writes benchmarks/results/stability.json (every run, the settings and the machine) and prints
+markdown tables. Runs go to a temporary directory and are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "stability.json"
+MIXTURE_RECIPES = {"ring8": "gan-ring8", "grid25": "gan-grid25"}
+NUM_MODES = {"ring8": 8, "grid25": 25}
+GRID_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+GRID_BETA1 = (0.0, 0.5, 0.9)
+HQ_SUCCESS = 0.9  # %HQ a successful run needs (with every mode covered)
+STACKED_RECIPE = "dcgan-digits"
+STACKED_SAMPLES = 26_000
+
+
+# ---- the two recipes ---------------------------------------------------------------------------
+def stablegen_recipe(name: str, lr: float | None = None, beta1: float | None = None,
+                     pack: int | None = None, data: str | None = None) -> dict:
+    """The built-in recipe as a dict, optionally with the robustness grid's lr / beta1 applied."""
+    from stablegen.recipe import read_raw
+
+    raw = read_raw(name)
+    if data is not None:
+        raw["data"] = {**raw.get("data", {}), "name": data}
+    if pack is not None:
+        raw["model"]["pack"] = pack
+    optim = raw.setdefault("optim", {})
+    g_lr = float(optim.get("g", {}).get("lr", 2e-4))
+    for phase in ("d", "g"):
+        o = optim.setdefault(phase, {})
+        if lr is not None:
+            o["lr"] = lr * float(o.get("lr", 2e-4)) / g_lr  # keep the recipe's d / g ratio
+        if beta1 is not None:
+            o["betas"] = [beta1, float(o.get("betas", (0.5, 0.999))[1])]
+    return raw
+
+
+def baseline_recipe(name: str, lr: float = 2e-4, beta1: float = 0.9, data: str | None = None) -> dict:
+    """A plain GAN: the built-in recipe's data, net sizes, batch and steps; no stabilizer at all."""
+    from stablegen.recipe import read_raw
+
+    raw = read_raw(name)
+    if data is not None:
+        raw["data"] = {**raw.get("data", {}), "name": data}
+    keep = ("family", "net", "z_dim", "width", "depth")
+    model = {k: v for k, v in raw["model"].items() if k in keep}
+    model["loss"] = "ns"
+    plain = {"lr": lr, "betas": [beta1, 0.999], "schedule": "constant"}
+    train = {k: v for k, v in raw.get("train", {}).items() if k in ("steps", "threads")}
+    return {"name": f"{raw.get('name', name)}-baseline", "data": raw["data"], "model": model,
+            "optim": {"d": dict(plain), "g": dict(plain)}, "train": {**train, "ema": 0.0},
+            "guard": {"enabled": False}, "eval": raw.get("eval", {})}
+
+
+# ---- one run -------------------------------------------------------------------------------------
+def run_one(job: dict) -> dict:
+    """Train one recipe (in a worker process, one thread) and measure it; job is JSON-able."""
+    import torch
+
+    torch.set_num_threads(1)
+    import stablegen as sg
+
+    overrides = {"train.seed": job["seed"], "train.progress": False, "train.sample_every": 0,
+                 "train.checkpoint_every": 0, "train.threads": 1}
+    if job.get("steps"):
+        overrides["train.steps"] = job["steps"]
+    run_dir = tempfile.mkdtemp(prefix="sg-stability-")
+    t0, c0 = time.time(), time.process_time()
+    try:
+        run = sg.train(job["recipe"], overrides, run_dir=run_dir)
+        wall, cpu = time.time() - t0, time.process_time() - c0
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        ema = run.ema_state is not None
+        if job["kind"] == "mixture":
+            from stablegen.metrics.mixtures import mixture_metrics
+
+            x = run.sample(2500, ema=ema, seed=0)  # (2500, 2)
+            metrics = mixture_metrics(x, job["data"]) if torch.isfinite(x).all() else \
+                {"modes": 0.0, "hq": 0.0, "reverse_kl": math.inf}
+        else:
+            metrics = run.evaluate(["stacked_modes"], n=STACKED_SAMPLES, ema=ema)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {**{k: v for k, v in job.items() if k != "recipe"}, **metrics, "wall_s": round(wall, 1),
+            "cpu_s": round(cpu, 1), "status": summary["status"], "rollbacks": summary["rollbacks"]}
+
+
+def succeeded(r: dict) -> bool:
+    return r["modes"] == NUM_MODES[r["data"]] and r["hq"] >= HQ_SUCCESS
+
+
+def run_all(jobs: list[dict], workers: int) -> list[dict]:
+    done: list[dict] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for r in pool.map(run_one, jobs):
+            done.append(r)
+            extra = (f"modes {r['modes']:.0f} hq {100 * r['hq']:.1f}% rkl {r['reverse_kl']:.3f}"
+                     if "hq" in r else f"modes {r['stacked_modes']:.0f} kl {r['stacked_kl']:.2f}")
+            print(f"  [{len(done)}/{len(jobs)}] {r['part']} {r['data']} {r['method']} seed {r['seed']} "
+                  f"{_cell(r)}{extra} ({r['cpu_s']:.0f} s cpu, {r['wall_s']:.0f} s wall)", flush=True)
+    return done
+
+
+def _cell(r: dict) -> str:
+    return f"lr {r['lr']:g} b1 {r['beta1']:g} " if r["part"] == "b" else ""
+
+
+# ---- jobs of each part -----------------------------------------------------------------------------
+def jobs_a(datasets: list[str], seeds: int, steps: int | None) -> list[dict]:
+    jobs = []
+    for data in datasets:
+        name = MIXTURE_RECIPES[data]
+        for method, recipe in (("baseline", baseline_recipe(name)), ("stablegen", stablegen_recipe(name))):
+            jobs += [{"part": "a", "kind": "mixture", "data": data, "method": method, "seed": s,
+                      "steps": steps, "recipe": recipe} for s in range(seeds)]
+    return jobs
+
+
+def jobs_b(datasets: list[str], seeds: int, steps: int | None) -> list[dict]:
+    jobs = []
+    for data in datasets:
+        name = MIXTURE_RECIPES[data]
+        for lr in GRID_LRS:
+            for beta1 in GRID_BETA1:
+                for method, recipe in (("baseline", baseline_recipe(name, lr, beta1)),
+                                       ("stablegen", stablegen_recipe(name, lr, beta1))):
+                    jobs += [{"part": "b", "kind": "mixture", "data": data, "method": method, "seed": s,
+                              "lr": lr, "beta1": beta1, "steps": steps, "recipe": recipe} for s in range(seeds)]
+    return jobs
+
+
+def jobs_c(seeds: int, steps: int | None, pack: int) -> list[dict]:
+    data = "stacked-digits"
+    recipes = (("baseline", baseline_recipe(STACKED_RECIPE, beta1=0.5, data=data)),
+               ("stablegen", stablegen_recipe(STACKED_RECIPE, pack=pack, data=data)))
+    return [{"part": "c", "kind": "stacked", "data": data, "method": method, "seed": s, "steps": steps,
+             "recipe": recipe} for method, recipe in recipes for s in range(seeds)]
+
+
+# ---- tables --------------------------------------------------------------------------------------
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def table_a(results: list[dict]) -> str:
+    rows = [r for r in results if r["part"] == "a"]
+    out = ["| data | method | seed | modes | %HQ | reverse KL | cpu s |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['data']} | {r['method']} | {r['seed']} | {r['modes']:.0f}/{NUM_MODES[r['data']]} | "
+                   f"{100 * r['hq']:.1f} | {r['reverse_kl']:.3f} | {r['cpu_s']:.0f} |")
+    out += ["", "| data | method | runs | mean modes | mean %HQ | median reverse KL | success rate |",
+            "|---|---|---|---|---|---|---|"]
+    for data in dict.fromkeys(r["data"] for r in rows):
+        for method in ("baseline", "stablegen"):
+            rs = [r for r in rows if r["data"] == data and r["method"] == method]
+            if not rs:
+                continue
+            kls = sorted(r["reverse_kl"] for r in rs)
+            ok = sum(succeeded(r) for r in rs)
+            out.append(f"| {data} | {method} | {len(rs)} | {_mean([r['modes'] for r in rs]):.1f}/{NUM_MODES[data]} | "
+                       f"{100 * _mean([r['hq'] for r in rs]):.1f} | {kls[len(kls) // 2]:.3f} | "
+                       f"{ok}/{len(rs)} |")
+    return "\n".join(out)
+
+
+def table_b(results: list[dict]) -> str:
+    rows = [r for r in results if r["part"] == "b"]
+    out = []
+    for data in dict.fromkeys(r["data"] for r in rows):
+        out += [f"{data}: success (all modes, %HQ >= 90) of baseline / stablegen, "
+                f"mean %HQ in brackets", "",
+                "| lr \\ beta1 | " + " | ".join(f"{b:g}" for b in GRID_BETA1) + " |",
+                "|---|" + "---|" * len(GRID_BETA1)]
+        for lr in GRID_LRS:
+            cells = []
+            for beta1 in GRID_BETA1:
+                parts = []
+                for method in ("baseline", "stablegen"):
+                    rs = [r for r in rows if r["data"] == data and r["method"] == method
+                          and r["lr"] == lr and r["beta1"] == beta1]
+                    parts.append(f"{sum(succeeded(r) for r in rs)}/{len(rs)} ({100 * _mean([r['hq'] for r in rs]):.0f})")
+                cells.append(" / ".join(parts))
+            out.append(f"| {lr:g} | " + " | ".join(cells) + " |")
+        for method in ("baseline", "stablegen"):
+            rs = [r for r in rows if r["data"] == data and r["method"] == method]
+            out.append(f"\n{data} {method}: {sum(succeeded(r) for r in rs)}/{len(rs)} runs succeed over the grid")
+        out.append("")
+    return "\n".join(out)
+
+
+def table_c(results: list[dict]) -> str:
+    rows = [r for r in results if r["part"] == "c"]
+    out = ["| method | seed | modes (of 1,000) | KL to uniform | cpu s |", "|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['method']} | {r['seed']} | {r['stacked_modes']:.0f} | {r['stacked_kl']:.2f} | {r['cpu_s']:.0f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--part", default="a,b", help="comma list of a, b, c")
+    p.add_argument("--data", default="ring8,grid25", help="mixtures of parts a and b")
+    p.add_argument("--seeds", type=int, default=10, help="seeds per method (parts a and c)")
+    p.add_argument("--grid-seeds", type=int, default=1, help="seeds per cell of the robustness grid (part b)")
+    p.add_argument("--steps", type=int, default=None, help="override train.steps of every run (default: the recipe's)")
+    p.add_argument("--grid-steps", type=int, default=None, help="train.steps of part b (default: --steps)")
+    p.add_argument("--pack", type=int, default=4, help="PacGAN packing of stablegen's stacked-digits recipe")
+    p.add_argument("--jobs", type=int, default=2, help="parallel training processes (one thread each)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parts = [s.strip() for s in args.part.split(",") if s.strip()]
+    bad = [s for s in parts if s not in ("a", "b", "c")]
+    if bad:
+        p.error(f"--part: unknown part(s) {bad}; choose from a, b, c")
+    datasets = [s.strip() for s in args.data.split(",") if s.strip()]
+    bad = [s for s in datasets if s not in MIXTURE_RECIPES]
+    if bad:
+        p.error(f"--data: unknown mixture(s) {bad}; choose from {', '.join(MIXTURE_RECIPES)}")
+
+    jobs: list[dict] = []
+    if "a" in parts:
+        jobs += jobs_a(datasets, args.seeds, args.steps)
+    if "b" in parts:
+        jobs += jobs_b(datasets, args.grid_seeds, args.grid_steps or args.steps)
+    if "c" in parts:
+        jobs += jobs_c(args.seeds, args.steps, args.pack)
+    print(f"{len(jobs)} training runs on {args.jobs} processes", flush=True)
+    t0 = time.time()
+    results = run_all(jobs, args.jobs)
+    elapsed = time.time() - t0
+
+    recipes = {}
+    for data in datasets:
+        recipes[f"{data}/baseline"] = baseline_recipe(MIXTURE_RECIPES[data])
+        recipes[f"{data}/stablegen"] = stablegen_recipe(MIXTURE_RECIPES[data])
+    if "c" in parts:
+        recipes["stacked-digits/baseline"] = baseline_recipe(STACKED_RECIPE, beta1=0.5, data="stacked-digits")
+        recipes["stacked-digits/stablegen"] = stablegen_recipe(STACKED_RECIPE, pack=args.pack, data="stacked-digits")
+    import torch
+
+    payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                           "cpus": os.cpu_count(), "torch": torch.__version__},
+               "wall_s": round(elapsed, 1), "recipes": copy.deepcopy(recipes), "runs": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1, default=str))
+    print(f"\nwrote {args.out} ({elapsed / 60:.1f} min)\n")
+    if "a" in parts:
+        print("### Part a: seeds\n\n" + table_a(results) + "\n")
+    if "b" in parts:
+        print("### Part b: robustness grid\n\n" + table_b(results) + "\n")
+    if "c" in parts:
+        print("### Part c: stacked digits\n\n" + table_c(results) + "\n")
+
+
+if __name__ == "__main__":
+    main()

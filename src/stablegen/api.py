@@ -1,0 +1,188 @@
+"""The Python API: the same recipes and overrides as the command line.
+
+    import stablegen as sg
+    run = sg.train("gan-ring8", {"optim.g.lr": 1e-4}, run_dir="runs/ring")
+    x = run.sample(2500, ema=True, seed=0)
+    print(run.evaluate(["modes", "prdc"]))
+    method = sg.load("runs/ring")
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import Method
+from .data import Dataset, load_dataset
+from .methods import FAMILIES
+from .recipe import Recipe, RecipeError, dump_recipe, load_recipe
+from .train.checkpoint import CheckpointError, atomic_write_text, latest_checkpoint, load_checkpoint
+from .train.ema import EMA
+from .train import distributed
+from .train.loop import Trainer, resolve_device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_method(recipe: Recipe, data: Dataset) -> Method:
+    family = FAMILIES[recipe.model.family]
+    try:
+        return family.build(recipe.model, data.info)
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+
+
+class Run:
+    """A run directory with its recipe, data and method (weights from the newest checkpoint)."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, data: Dataset, method: Method,
+                 ema_state: dict[str, Tensor] | None, status: str = "finished"):
+        self.run_dir, self.recipe, self.data, self.method = Path(run_dir), recipe, data, method
+        self.ema_state, self.status = ema_state, status
+
+    def ema(self) -> EMA | None:
+        if not self.ema_state:
+            return None
+        ema = EMA(self.method.ema_parameters(), self.recipe.train.ema)
+        ema.load_state_dict(self.ema_state)
+        return ema
+
+    def _weights(self, ema: bool):
+        e = self.ema() if ema else None
+        return e.swapped() if e is not None else nullcontext()
+
+    def sample(self, n: int, ema: bool = True, seed: int = 0, **kw: Any) -> Tensor:
+        """n samples in data space, drawn with a seeded generator."""
+        self.method.eval()
+        with self._weights(ema):
+            return self.method.sample(n, generator=torch.Generator().manual_seed(seed), **kw).cpu()
+
+    def evaluate(self, metrics: Sequence[str] | None = None, n: int | None = None, ema: bool = True,
+                 features: str | None = None, seed: int = 0) -> dict[str, float]:
+        from .evaluation import evaluate_method
+
+        cfg = self.recipe.eval.model_copy(update={k: v for k, v in
+                                                   {"metrics": list(metrics) if metrics else None, "n": n,
+                                                    "features": features}.items() if v is not None})
+        self.method.eval()
+        return evaluate_method(self.method, self.data, cfg, ema=self.ema() if ema else None, seed=seed)
+
+
+def _seed_and_threads(recipe: Recipe) -> None:
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    seed_everything(recipe.train.seed, recipe.train.deterministic)
+
+
+def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | list[str] | None = None,
+          run_dir: str | Path | None = None, resume: bool = False, stop_at: int | None = None,
+          on_eval=None, report: bool = True) -> Run:
+    """Train a recipe (built-in name, YAML path or dict); returns the Run.
+
+    resume=True continues the run in `run_dir` from its newest checkpoint (recipe read from
+    the run, overrides applied on top). stop_at ends the run after that step as if it had been
+    interrupted (a checkpoint is written; resume continues exactly). on_eval(step, results)
+    is called after each periodic eval (an exception it raises, such as optuna's TrialPruned,
+    ends the run and propagates). Under torchrun (WORLD_SIZE > 1) every process calls this;
+    each takes its slice of the batch, and rank 0 writes the run directory.
+    """
+    if resume:
+        if run_dir is None:
+            raise RecipeError("resume needs the run directory")
+        run_dir = Path(run_dir)
+        if not (run_dir / "recipe.yaml").is_file():
+            raise CheckpointError(f"{run_dir} is not a run directory (no recipe.yaml)")
+        recipe_obj = load_recipe(run_dir / "recipe.yaml", overrides)
+    else:
+        recipe_obj = load_recipe(recipe, overrides)
+        run_dir = Path(run_dir) if run_dir else Path("runs") / f"{recipe_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise RecipeError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    rank, world = distributed.setup()
+    _seed_and_threads(recipe_obj)
+    data = load_dataset(recipe_obj.data)
+    method = build_method(recipe_obj, data).to(resolve_device(recipe_obj.train.device))
+    if world > 1:
+        distributed.broadcast_parameters(method)
+        torch.manual_seed(recipe_obj.train.seed + rank)  # each rank draws its own noise
+    accelerate(method, recipe_obj)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe_obj))
+    trainer = Trainer(method, data, recipe_obj, run_dir, rank=rank, world=world, on_eval=on_eval)
+    if resume:
+        trainer.resume()
+    status = trainer.fit(stop_at=stop_at)
+    if report and rank == 0 and status != "interrupted":
+        _write_report(run_dir)
+    ema_state = trainer.ema.state_dict() if trainer.ema is not None else None
+    return Run(run_dir, recipe_obj, data, method, ema_state, status)
+
+
+def accelerate(method: Method, recipe: Recipe) -> None:
+    """The recipe's speed switches: channels_last memory format, torch.compile of each net
+    (in place, so parameter names and checkpoints stay the same)."""
+    if recipe.train.channels_last:
+        method.to(memory_format=torch.channels_last)
+    if recipe.train.compile:
+        if getattr(method, "needs_double_backward", False):
+            raise RecipeError("train.compile=true cannot be combined with gradient penalties (GP / R1 / R2): "
+                              "torch.compile does not support double backward; set the penalty weights to 0")
+        for child in method.children():
+            child.compile()
+
+
+def _write_report(run_dir: Path) -> None:
+    from .report import write_report
+
+    try:
+        write_report(run_dir)
+    except Exception as e:  # noqa: BLE001 — a finished run must not be lost to its report
+        import warnings
+
+        warnings.warn(f"could not write {run_dir / 'report.html'}: {e}")
+
+
+def open_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> Run:
+    """Rebuild a run's method from recipe.yaml and its newest (or given) checkpoint."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no recipe.yaml)")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    seed_everything(recipe.train.seed, False)
+    data = load_dataset(recipe.data)
+    method = build_method(recipe, data)
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir / "checkpoints")
+    tensors, meta = load_checkpoint(path)
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        method.load_state_dict(model)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the run's recipe ({e})") from None
+    method.to(resolve_device(recipe.train.device)).eval()
+    ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")} or None
+    return Run(run_dir, recipe, data, method, ema_state, status=str(meta.get("status", "")))
+
+
+def load(run_dir: str | Path, ema: bool = True) -> Method:
+    """A run's Method, ready to sample (EMA weights loaded when the run kept them)."""
+    run = open_run(run_dir)
+    e = run.ema() if ema else None
+    if e is not None:
+        with torch.no_grad():
+            for p, s in zip(e.params, e.shadow):
+                p.copy_(s)
+    return run.method

@@ -1,0 +1,255 @@
+"""The command line: a thin layer over the library.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad input (recipe, data, checkpoint, arguments);
+3 the guard stopped the run; 130 interrupted (a checkpoint was written; --resume continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .api import train
+
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        overrides.insert(0, recipe)  # `stablegen train key=value` on the default recipe
+        recipe = None
+    if args.resume and args.run_dir is None:
+        if recipe is None or not Path(recipe).is_dir():
+            print("error: --resume needs the run directory (--run-dir DIR or stablegen train DIR --resume)",
+                  file=sys.stderr)
+            return EXIT_INPUT
+        args.run_dir, recipe = recipe, None
+    run = train(recipe, overrides, run_dir=args.run_dir, resume=args.resume)
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    events = ", ".join(f"{k}: {v}" for k, v in summary["events"].items()) or "none"
+    print(f"run {run.run_dir}: {summary['status']} after {summary['steps']} steps in "
+          f"{summary['wall_time']:.0f}s; guard events: {events}")
+    if summary["message"]:
+        print(f"guard: {summary['message']}")
+    if (run.run_dir / "report.html").is_file():
+        print(f"report: {run.run_dir / 'report.html'}")
+    return {"finished": EXIT_OK, "stopped": EXIT_STOPPED}.get(run.status, EXIT_INTERRUPTED)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipe import DEFAULT_RECIPE, builtin_descriptions
+
+    descs = builtin_descriptions()
+    width = max(map(len, descs))
+    for name, desc in descs.items():
+        mark = " (default)" if name == DEFAULT_RECIPE else ""
+        print(f"{name:<{width}}  {desc}{mark}")
+    return EXIT_OK
+
+
+def _sample_kwargs(args: argparse.Namespace) -> dict:
+    kw = {}
+    for key in ("sampler", "steps", "guidance", "temperature", "eta"):
+        value = getattr(args, key, None)
+        if value is not None:
+            kw[key] = value
+    return kw
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .api import open_run
+    from .report.grid import save_samples_png
+    from .train.checkpoint import atomic_write_bytes
+
+    out = Path(args.output)
+    if out.suffix not in (".npy", ".png"):
+        print(f"error: -o must end in .npy or .png, got {out}", file=sys.stderr)
+        return EXIT_INPUT
+    run = open_run(args.run)
+    try:
+        x = run.sample(args.n, ema=args.ema, seed=args.seed, **_sample_kwargs(args))
+    except TypeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    if out.suffix == ".npy":
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, x.float().numpy())
+        atomic_write_bytes(out, buf.getvalue())
+    else:
+        save_samples_png(x, out, run.data.x[:2000] if run.data.info.kind == "vector" else None)
+    print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
+    return EXIT_OK
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .api import open_run
+    from .train.checkpoint import atomic_write_text
+
+    run = open_run(args.run)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        results = run.evaluate(metrics, n=args.n, ema=args.ema, features=args.features, seed=args.seed)
+    except (ValueError, RuntimeError) as e:  # unknown / inapplicable metric, missing Inception weights
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    width = max((len(k) for k in results), default=6)
+    for k, v in results.items():
+        print(f"{k:<{width}}  {v:.6g}")
+    cfg = run.recipe.eval
+    record = {"metrics": results, "n": args.n or cfg.n, "features": args.features or cfg.features,
+              "ema": bool(args.ema and run.ema_state), "step": _latest_step(run.run_dir)}
+    atomic_write_text(run.run_dir / "eval.json", json.dumps(record, indent=1))
+    return EXIT_OK
+
+
+def _latest_step(run_dir: Path) -> int:
+    from .train.checkpoint import latest_checkpoint
+
+    return int(latest_checkpoint(run_dir / "checkpoints").stem.split("-")[1])
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(Path(args.run))}")
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .report import write_compare
+
+    print(f"wrote {write_compare([Path(r) for r in args.runs], Path(args.output))}")
+    return EXIT_OK
+
+
+def _cmd_mcmc(args: argparse.Namespace) -> int:
+    from .mcmc.command import run
+
+    return run(args)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+    import torch
+
+    from .api import open_run
+    from .data import load_dataset
+    from .methods.scoring import score
+    from .train.checkpoint import atomic_write_bytes
+
+    run = open_run(args.run)
+    if Path(args.data).exists():
+        kind = ("npy" if args.data.endswith((".npy", ".npz")) else "csv" if args.data.endswith(".csv")
+                else "idx" if "idx" in Path(args.data).name else "folder")
+        cfg = run.recipe.data.model_copy(update={"name": kind, "path": args.data, "labels": False, "batch_size": 1})
+    else:
+        cfg = run.recipe.data.model_copy(update={"name": args.data, "batch_size": 1})
+    x = load_dataset(cfg).x
+    with torch.no_grad():
+        s = score(run.method, x, args.kind).cpu().numpy()
+    buf = io.BytesIO()
+    np.save(buf, s)
+    atomic_write_bytes(Path(args.output), buf.getvalue())
+    print(f"wrote {len(s)} scores to {args.output} (mean {s.mean():.4g}, max {s.max():.4g})")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stablegen", description="Train generative models stably.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a recipe (default: the quick built-in dcgan-digits)")
+    t.add_argument("recipe", nargs="?", help="built-in recipe name or recipe.yaml (see `stablegen recipes`)")
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=500")
+    t.add_argument("--run-dir", help="run directory (default runs/<name>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    t.set_defaults(func=_cmd_train)
+
+    r = sub.add_parser("recipes", help="list the built-in recipes")
+    r.set_defaults(func=_cmd_recipes)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run")
+    s.add_argument("-n", type=int, default=64)
+    s.add_argument("-o", "--output", required=True, help="samples.npy (float, data space) or grid.png")
+    s.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use EMA weights if kept")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sampler", help="diffusion: ddpm, ddim or heun")
+    s.add_argument("--steps", type=int, help="diffusion: sampling steps")
+    s.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale")
+    s.add_argument("--eta", type=float, help="DDIM eta")
+    s.add_argument("--temperature", type=float, help="flows: sampling temperature")
+    s.set_defaults(func=_cmd_sample)
+
+    e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json into it")
+    e.add_argument("run")
+    e.add_argument("--metrics", help="comma-separated: fid,kid,is,prdc,modes,classes,stacked_modes,nll,recon,diversity")
+    e.add_argument("--n", type=int, help="generated samples")
+    e.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
+    e.add_argument("--features", choices=["auto", "digits", "inception", "pixels"])
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_cmd_eval)
+
+    rep = sub.add_parser("report", help="write RUN/report.html")
+    rep.add_argument("run")
+    rep.set_defaults(func=_cmd_report)
+
+    c = sub.add_parser("compare", help="put runs side by side in one HTML page")
+    c.add_argument("runs", nargs="+")
+    c.add_argument("-o", "--output", default="compare.html")
+    c.set_defaults(func=_cmd_compare)
+
+    sc = sub.add_parser("score", help="anomaly scores (NLL or reconstruction error) of data under a run")
+    sc.add_argument("run")
+    sc.add_argument("data", help="a .npy/.npz file, an image folder, or a built-in data name")
+    sc.add_argument("-o", "--output", required=True)
+    sc.add_argument("--kind", choices=["auto", "nll", "recon"], default="auto")
+    sc.set_defaults(func=_cmd_score)
+
+    from .tune import add_arguments as tune_arguments, run as tune_run
+
+    tu = sub.add_parser("tune", help="hyperparameter search with Optuna (docs/tuning.md)")
+    tune_arguments(tu)
+    tu.set_defaults(func=tune_run)
+
+    from .mcmc.command import add_arguments as mcmc_arguments
+
+    m = sub.add_parser("mcmc", help="run an MCMC kernel on a target and print diagnostics")
+    mcmc_arguments(m)
+    m.set_defaults(func=_cmd_mcmc)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.files import DataError
+    from .recipe import RecipeError
+    from .train.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides given after options (`train R --run-dir D a.b=1`)
+        bad = [e for e in extra if e.startswith("-") or "=" not in e or args.command not in ("train", "tune")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = list(args.overrides) + extra
+    try:
+        return args.func(args)
+    except (RecipeError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

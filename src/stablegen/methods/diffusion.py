@@ -1,0 +1,395 @@
+"""Denoising diffusion models: DDPM training, DDPM / DDIM / EDM-Heun sampling, VLB likelihood.
+
+Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (L_simple, ancestral sampling);
+Nichol & Dhariwal 2021, "Improved DDPM" (cosine schedule, learned variance, hybrid loss);
+Song et al. 2021, "Denoising Diffusion Implicit Models" (DDIM); Karras et al. 2022, "EDM"
+(Heun sampler); Salimans & Ho 2022 (v-prediction); Hang et al. 2023 (min-SNR-gamma);
+Ho & Salimans 2022, "Classifier-Free Diffusion Guidance"; Saharia et al. 2022, Imagen
+(dynamic thresholding); Lin et al. 2024 (zero terminal SNR, trailing timesteps).
+
+The schedule algebra is in `diffusion_schedules`, the samplers (pure functions) in
+`diffusion_samplers`; this file holds the config, the training loss and the glue.
+
+Likelihood convention (`log_prob`). On data with `DataInfo.levels = L` (digits: 17) the
+bound is the discrete one of Ho et al. (section 3.3): a discretized Gaussian decoder at
+t = 0 with bins of width 2 / (L - 1) around the L grey levels -1 + 2l/(L-1) (the outer bins
+reach to +-inf), giving a lower bound on log P(levels). `log_prob(x)` returns it as the
+*continuous density over uniformly dequantized data* that is constant on each
+dequantization bin [-1 + 2l/L, -1 + 2(l+1)/L):
+    log_prob(x) = log P(l(x)) - D log(2 / L),   l(x) = floor((x + 1) / 2 * L) clamped to 0..L-1,
+so grid images and their `metrics.likelihood.dequantize`d versions score the same, and
+    metrics.likelihood.bits_per_dim(log_prob(x), D, continuous=True)
+is exactly the discrete bound's bits/dim. Without levels (2-D toys) the decoder is a
+continuous Gaussian and `log_prob` is the negative VLB of the density, in nats per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from ..base import Batch, DataInfo, Method, Phase
+from ..nets.denoiser import MLPDenoiser
+from ..nets.unet import UNet
+from .diffusion_samplers import (Denoised, Spacing, Variance, ddim_sample, ddpm_sample, heun_sample, randn,
+                                 timestep_table)
+from .diffusion_schedules import (Prediction, ScheduleName, alphas_cumprod, beta_schedule, dynamic_threshold,
+                                  eps_from_x0, expand, min_snr_weight, posterior_mean, posterior_variance,
+                                  q_sample, rescale_zero_terminal_snr, snr, target, to_x0_eps)
+
+Sampler = Literal["ddpm", "ddim", "heun", "euler"]
+
+
+class UNetOptions(BaseModel):
+    """The image denoiser (nets/unet.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    channels: int = Field(64, ge=8)  # width of the first level
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; each level halves the size
+    num_res_blocks: int = Field(2, ge=1)  # residual blocks per level
+    attention_resolutions: tuple[int, ...] = (4,)  # resolutions (px) with self-attention (the middle always has it)
+    heads: int = Field(4, ge=1)  # attention heads
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # dropout inside residual blocks
+
+
+class MLPOptions(BaseModel):
+    """The vector denoiser (nets/denoiser.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(256, ge=8)  # hidden width
+    depth: int = Field(3, ge=1)  # residual FiLM blocks
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout inside blocks
+
+
+class DiffusionConfig(BaseModel):
+    """Options of the diffusion family; defaults are the stable choice."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: Literal["diffusion"] = "diffusion"
+    # noise schedule
+    schedule: ScheduleName = "linear"  # beta schedule: linear (DDPM), scaled_linear, cosine (improved DDPM)
+    timesteps: int = Field(1000, ge=2)  # T, number of diffusion steps in training
+    beta_start: float = Field(1e-4, gt=0.0, lt=1.0)  # first beta (linear, scaled_linear)
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0)  # last beta (linear, scaled_linear)
+    cosine_s: float = Field(0.008, ge=0.0)  # offset s of the cosine schedule
+    zero_terminal_snr: bool = False  # rescale so abar_{T-1} = 0 (Lin et al. 2024); needs prediction v or x0
+    # objective
+    prediction: Prediction = "eps"  # what the net predicts: eps, x0 or v
+    loss_weighting: Literal["simple", "min_snr"] = "simple"  # plain MSE, or min-SNR-gamma weights
+    min_snr_gamma: float = Field(5.0, gt=0.0)  # gamma of min-SNR weighting
+    learned_variance: bool = False  # net also outputs the variance; adds the VLB term (hybrid loss)
+    vlb_weight: float = Field(0.001, ge=0.0)  # lambda of L_simple + lambda L_vlb (improved DDPM)
+    # class conditioning (used when the data are labelled)
+    label_dropout: float = Field(0.1, ge=0.0, le=1.0)  # share of labels dropped to "no label" in training
+    guidance: float = 1.0  # default CFG scale: 0 unconditional, 1 conditional, > 1 guided
+    # sampling defaults (each can be overridden in sample())
+    sampler: Sampler = "ddim"  # ddpm (ancestral), ddim, heun / euler (EDM, deterministic)
+    steps: int = Field(50, ge=1)  # sampling steps (ddpm/ddim: table entries; heun/euler: noise levels)
+    eta: float = Field(0.0, ge=0.0)  # DDIM stochasticity (0 deterministic, 1 = DDPM fixed-small)
+    spacing: Spacing = "trailing"  # timestep spacing for fewer steps than T
+    # DDPM variance: fixed_small (beta~), fixed_large (beta), learned; auto: learned if trained so
+    variance: Literal["auto", "fixed_small", "fixed_large", "learned"] = "auto"
+    # predicted-x0 processing: clip to [-1, 1], dynamic thresholding, none; auto: clip images only
+    clip_x0: Literal["auto", "none", "clip", "dynamic"] = "auto"
+    threshold_percentile: float = Field(0.995, gt=0.0, le=1.0)  # dynamic thresholding quantile
+    vlb_timesteps: int | None = Field(None, ge=1)  # log_prob: KL terms estimated from this many strata (None: all T)
+    # nets
+    net: Literal["auto", "unet", "mlp"] = "auto"  # auto: U-Net for images, MLP for vectors
+    unet: UNetOptions = UNetOptions()  # the image denoiser's options
+    mlp: MLPOptions = MLPOptions()  # the vector denoiser's options
+
+    @model_validator(mode="after")
+    def _check(self) -> "DiffusionConfig":
+        if self.zero_terminal_snr and self.prediction == "eps":
+            raise ValueError("zero_terminal_snr makes x0 unrecoverable from eps at the last step: "
+                             "use prediction 'v' or 'x0'")
+        if self.variance == "learned" and not self.learned_variance:
+            raise ValueError("variance='learned' needs learned_variance: true")
+        if self.steps > self.timesteps and self.sampler in ("ddpm", "ddim"):
+            raise ValueError(f"steps={self.steps} exceeds timesteps={self.timesteps}")
+        return self
+
+
+# ---- Gaussian log-densities for the variational bound ------------------------------------
+def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + (logvar1 - logvar2).exp() + (mean1 - mean2) ** 2 * (-logvar2).exp())
+
+
+def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> Tensor:
+    """log P(x) elementwise for x on the grid -1 + 2l/(levels-1) under N(mean, e^{2 log_scale})
+    integrated over the bin of half-width 1/(levels-1); the outer bins extend to +-inf
+    (Ho et al. 2020, eq. 13)."""
+    x, mean, log_scale = x.double(), mean.double(), log_scale.double()
+    half = 1.0 / (levels - 1)
+    inv_std = (-log_scale).exp()
+    z_plus, z_minus = (x - mean + half) * inv_std, (x - mean - half) * inv_std
+    log_cdf_plus = torch.special.log_ndtr(z_plus)  # bottom bin: P(X < x + half)
+    log_sf_minus = torch.special.log_ndtr(-z_minus)  # top bin: P(X > x - half)
+    # middle bins: the difference of CDFs, computed in the tail where it is accurate
+    mid = torch.where(z_minus > 0, torch.special.ndtr(-z_minus) - torch.special.ndtr(-z_plus),
+                      torch.special.ndtr(z_plus) - torch.special.ndtr(z_minus))
+    log_mid = mid.clamp(min=1e-30).log()
+    out = torch.where(x < -1 + half, log_cdf_plus, torch.where(x > 1 - half, log_sf_minus, log_mid))
+    return out.float()
+
+
+class Diffusion(Method):
+    """A denoising diffusion model around a denoising net `net(x_t, t, y) -> output`."""
+
+    def __init__(self, cfg: DiffusionConfig, info: DataInfo, net: nn.Module):
+        super().__init__()
+        self.cfg, self.info, self.net = cfg, info, net
+        self.conditional = info.num_classes is not None
+        betas = beta_schedule(cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end, cfg.cosine_s)
+        if cfg.zero_terminal_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        abar = alphas_cumprod(betas)
+        self.register_buffer("betas", betas, persistent=False)  # (T,) float64
+        self.register_buffer("abar", abar, persistent=False)  # (T,) float64
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        post_var = posterior_variance(abar, abar_prev)  # beta~_t, 0 at t = 0
+        # log beta~ with the t = 0 entry (0) replaced by beta~_1, as in improved DDPM
+        self.register_buffer("log_var_small", torch.cat([post_var[1:2], post_var[1:]]).log(), persistent=False)
+        self.register_buffer("log_var_large", torch.cat([post_var[1:2], betas[1:]]).log(), persistent=False)
+        clip = cfg.clip_x0 if cfg.clip_x0 != "auto" else ("clip" if info.kind == "image" else "none")
+        self.clip_x0: Literal["none", "clip", "dynamic"] = clip
+        self.variance: Variance = cfg.variance if cfg.variance != "auto" else (
+            "learned" if cfg.learned_variance else "fixed_small")
+
+    # ---- training -------------------------------------------------------------------------
+    def phases(self) -> list[Phase]:
+        return [Phase("main", list(self.net.parameters()), self.loss)]
+
+    def _labels_for_training(self, batch: Batch) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if batch.y is None:
+            raise ValueError("this diffusion model is class-conditional (the data has labels) "
+                             "but the batch has none; set data.labels: true")
+        drop = torch.rand(batch.y.shape, device=batch.y.device) < self.cfg.label_dropout
+        return torch.where(drop, torch.full_like(batch.y, self.info.num_classes), batch.y)
+
+    def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Net output -> (mean output, raw variance output in [-1, 1] or None)."""
+        if self.cfg.learned_variance:
+            mean_out, var_out = out.chunk(2, dim=1)
+            return mean_out, var_out
+        return out, None
+
+    def loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-sample L_simple (optionally min-SNR weighted), plus lambda T L_t with a learned variance."""
+        x0 = batch.x  # (B, ...)
+        t = torch.randint(self.cfg.timesteps, (x0.shape[0],), device=x0.device)  # (B,)
+        noise = torch.randn_like(x0)
+        a = self.abar[t]  # (B,) float64
+        x_t = q_sample(x0, a, noise)
+        out, var_out = self._split(self.net(x_t, t.to(x0.dtype), self._labels_for_training(batch)))
+        mse = (out - target(self.cfg.prediction, x0, noise, a)).square().flatten(1).mean(1)  # (B,)
+        loss = mse
+        if self.cfg.loss_weighting == "min_snr":
+            loss = min_snr_weight(self.cfg.prediction, snr(a), self.cfg.min_snr_gamma).to(mse.dtype) * mse
+        logs = {"mse": mse.detach().mean()}
+        if var_out is not None:
+            # stop-grad on the mean: the VLB term trains only the variance (improved DDPM, sec. 3.1)
+            x0_hat, _ = to_x0_eps(self.cfg.prediction, out.detach(), x_t, a)
+            vlb = self._vlb_terms(x0, x_t, t, x0_hat, var_out, "learned").flatten(1).mean(1)
+            vlb = vlb / math.log(2.0)  # (B,) bits/dim
+            loss = loss + self.cfg.vlb_weight * self.cfg.timesteps * vlb
+            logs["vlb"] = vlb.detach().mean()
+        return loss, logs
+
+    # ---- the reverse process p(x_{t-1} | x_t) ---------------------------------------------
+    def _log_var(self, t: Tensor, var_out: Tensor | None, like: Tensor, variance: Variance) -> Tensor:
+        """log sigma_t^2 of p(x_{t-1} | x_t) broadcast to `like`; t (B,) int64. learned:
+        v log beta_t + (1 - v) log beta~_t with v = (var_out + 1) / 2 (improved DDPM, eq. 15)."""
+        small = expand(self.log_var_small[t], like)
+        if variance == "learned":
+            frac = (var_out + 1) / 2
+            return frac * expand(self.betas[t].log(), like) + (1 - frac) * small
+        return expand(self.log_var_large[t], like) if variance == "fixed_large" else small
+
+    def _vlb_terms(self, x0: Tensor, x_t: Tensor, t: Tensor, x0_hat: Tensor, var_out: Tensor | None,
+                   variance: Variance) -> Tensor:
+        """Elementwise L_{t-1} in nats: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0 and
+        the decoder's -log p(x0 | x_1) at t = 0 (discretized when the data have levels)."""
+        a = self.abar[t]
+        a_prev = torch.where(t > 0, self.abar[(t - 1).clamp(min=0)], torch.ones_like(a))
+        mean_true = posterior_mean(x0, x_t, a, a_prev)
+        log_var_true = expand(self.log_var_small[t], x0)
+        mean_model = posterior_mean(x0_hat, x_t, a, a_prev)
+        log_var_model = self._log_var(t, var_out, x0, variance)
+        kl = normal_kl(mean_true, log_var_true, mean_model, log_var_model)
+        if self.info.levels:
+            nll = -discretized_gaussian_log_likelihood(x0, mean_model, 0.5 * log_var_model, self.info.levels)
+        else:
+            nll = 0.5 * (math.log(2 * math.pi) + log_var_model + (x0 - mean_model) ** 2 * (-log_var_model).exp())
+        return torch.where((t == 0).reshape(-1, *[1] * (x0.dim() - 1)), nll, kl)
+
+    # ---- denoiser for the samplers --------------------------------------------------------
+    def _net_out(self, x_t: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
+        """Net output with classifier-free guidance out_u + w (out_c - out_u) on the mean part."""
+        if y is None:
+            return self.net(x_t, t.to(x_t.dtype), None)
+        null = torch.full_like(y, self.info.num_classes)
+        if guidance == 1.0:
+            return self.net(x_t, t.to(x_t.dtype), y)
+        if guidance == 0.0:
+            return self.net(x_t, t.to(x_t.dtype), null)
+        both = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]).to(x_t.dtype), torch.cat([y, null]))
+        cond, uncond = both.chunk(2, dim=0)
+        c_mean, c_var = self._split(cond)
+        u_mean, _ = self._split(uncond)
+        mean = u_mean + guidance * (c_mean - u_mean)
+        return mean if c_var is None else torch.cat([mean, c_var], dim=1)
+
+    def _x0_eps(self, out: Tensor, x_t: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0_hat, eps_hat) from the mean output, x0_hat clipped or thresholded as configured
+        and eps_hat recomputed from it so the pair stays consistent with x_t."""
+        x0, eps = to_x0_eps(self.cfg.prediction, out, x_t, a)
+        if self.clip_x0 == "none":
+            return x0, eps
+        x0 = x0.clamp(-1, 1) if self.clip_x0 == "clip" else dynamic_threshold(x0, self.cfg.threshold_percentile)
+        return x0, eps_from_x0(x_t, x0, a)
+
+    def _denoiser(self, y: Tensor | None, guidance: float):
+        def denoise(x_t: Tensor, t: Tensor, a: Tensor) -> Denoised:
+            out, var_out = self._split(self._net_out(x_t, t, y, guidance))
+            x0, eps = self._x0_eps(out, x_t, a)
+            return Denoised(x0, eps, None if var_out is None else (var_out + 1) / 2)
+        return denoise
+
+    def _labels_for_sampling(self, n: int, labels, generator: torch.Generator | None) -> Tensor | None:
+        if not self.conditional:
+            if labels is not None:
+                raise ValueError("labels given, but this diffusion model was trained without labels")
+            return None
+        k = self.info.num_classes
+        if labels is None:
+            dev = generator.device if generator is not None else self.device
+            return torch.randint(k, (n,), generator=generator, device=dev).to(self.device)
+        y = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
+        if y.numel() == 1:
+            y = y.expand(n).clone()
+        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
+            raise ValueError(f"labels must be one class or {n} classes in 0..{k - 1}")
+        return y
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: Sampler | None = None,
+               steps: int | None = None, guidance: float | None = None, eta: float | None = None,
+               labels: Tensor | int | list[int] | None = None, spacing: Spacing | None = None,
+               variance: Variance | None = None) -> Tensor:
+        """n samples (n, *shape); every keyword defaults to the config's value.
+
+        sampler: ddpm (ancestral, `variance`), ddim (`eta`), heun / euler (EDM, deterministic);
+        steps: table entries (ddpm/ddim, taken with `spacing`) or noise levels (heun/euler);
+        guidance: classifier-free guidance scale (labelled data); labels: one class for all,
+        or n classes; None draws them uniformly with `generator`.
+        """
+        cfg = self.cfg
+        sampler = sampler or cfg.sampler
+        steps = steps or cfg.steps
+        guidance = cfg.guidance if guidance is None else guidance
+        eta = cfg.eta if eta is None else eta
+        y = self._labels_for_sampling(n, labels, generator)
+        if sampler not in ("ddpm", "ddim", "heun", "euler"):
+            raise ValueError(f"unknown sampler {sampler!r}; choose ddpm, ddim, heun or euler")
+        noise = randn((n, *self.info.shape), generator, self.device)
+        denoise = self._denoiser(y, guidance)
+        was_training = self.training
+        self.eval()
+        try:
+            if sampler in ("heun", "euler"):
+                return heun_sample(denoise, noise, self.abar, steps, order=2 if sampler == "heun" else 1).x
+            table = timestep_table(cfg.timesteps, steps, spacing or cfg.spacing).to(self.device)
+            if sampler == "ddim":
+                return ddim_sample(denoise, noise, self.abar, table, generator, eta).x
+            variance = variance or self.variance
+            if variance == "learned" and not cfg.learned_variance:
+                raise ValueError("variance='learned' needs a model trained with learned_variance: true")
+            return ddpm_sample(denoise, noise, self.abar, table, generator, variance).x
+        finally:
+            self.train(was_training)
+
+    # ---- likelihood -----------------------------------------------------------------------
+    def _levels_and_grid(self, x: Tensor) -> tuple[Tensor, float]:
+        """Grid images for the discrete bound and the per-sample shift to a dequantized density."""
+        levels = self.info.levels
+        lv = ((x + 1) / 2 * levels).floor().clamp(0, levels - 1)  # the dequantization bin of x
+        grid = lv / (levels - 1) * 2 - 1
+        dim = x[0].numel()
+        return grid, dim * math.log(levels / 2.0)
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor, *, y: Tensor | None = None, timesteps: int | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Negative variational bound, nats per sample (N,); see the module docstring.
+
+        timesteps=None takes the config's `vlb_timesteps`; when that is None too, all T terms
+        are summed (T net evaluations per batch). An integer k < T - 1
+        estimates the sum of the T - 1 KL terms by stratified sampling: the steps 1..T-1 are
+        cut into k equal strata and each sample draws its own step in each, weighted by the
+        stratum's size (unbiased for the bound; k + 1 evaluations). y: labels for a
+        conditional model; None uses "no label", the unconditional model p(x). Timesteps and
+        x_t ~ q(x_t | x0) are drawn with `generator`.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            shift = 0.0
+            if self.info.levels:
+                x, shift = self._levels_and_grid(x)
+            n, T = x.shape[0], self.cfg.timesteps
+            if self.conditional and y is None:
+                y = torch.full((n,), self.info.num_classes, dtype=torch.long, device=x.device)
+            timesteps = timesteps or self.cfg.vlb_timesteps
+            k = T - 1 if timesteps is None else min(max(int(timesteps), 1), T - 1)
+            edges = torch.linspace(1, T, k + 1, dtype=torch.float64).round().long()  # strata [e_j, e_{j+1})
+            total = torch.zeros(n, dtype=torch.float64, device=x.device)
+            for j in range(-1, k):
+                if j < 0:  # the decoder term, t = 0
+                    t, weight = torch.zeros(n, dtype=torch.long), 1.0
+                else:
+                    lo, hi = int(edges[j]), int(edges[j + 1])
+                    u = torch.rand(n, generator=generator, device=generator.device if generator else "cpu")
+                    t, weight = lo + (u * (hi - lo)).long().clamp(max=hi - lo - 1), float(hi - lo)
+                t = t.to(x.device)
+                x_t = q_sample(x, self.abar[t], randn(x.shape, generator, x.device))
+                out, var_out = self._split(self.net(x_t, t.to(x.dtype), y))
+                x0_hat, _ = self._x0_eps(out, x_t, self.abar[t])
+                term = self._vlb_terms(x, x_t, t, x0_hat, var_out, self.variance).flatten(1).sum(1)
+                total += weight * term.double()
+            a_last = self.abar[-1].expand(n)
+            prior = normal_kl(expand(a_last.sqrt(), x) * x, torch.log1p(-a_last).reshape(-1, *[1] * (x.dim() - 1)),
+                              torch.zeros_like(x), torch.zeros_like(x)).flatten(1).sum(1)
+            return (-(total + prior.double()) + shift).float()
+        finally:
+            self.train(was_training)
+
+
+def build(cfg: DiffusionConfig, info: DataInfo) -> Diffusion:
+    """The diffusion method for data described by `info`: a U-Net for images, an MLP for vectors."""
+    if info.kind not in ("image", "vector"):
+        raise ValueError(f"diffusion models image or vector data; {info.name!r} is {info.kind} data")
+    net_kind = cfg.net if cfg.net != "auto" else ("unet" if info.kind == "image" else "mlp")
+    mult = 2 if cfg.learned_variance else 1
+    if net_kind == "unet":
+        if info.kind != "image":
+            raise ValueError(f"net 'unet' needs image data; {info.name!r} is {info.kind} data")
+        c, h, _ = info.shape
+        u = cfg.unet
+        net: nn.Module = UNet(c, c * mult, h, channels=u.channels, channel_mult=u.channel_mult,
+                              num_res_blocks=u.num_res_blocks, attention_resolutions=u.attention_resolutions,
+                              heads=u.heads, dropout=u.dropout, num_classes=info.num_classes)
+    else:
+        if info.kind != "vector":
+            raise ValueError(f"net 'mlp' needs vector data; {info.name!r} is {info.kind} data (use the U-Net)")
+        (d,) = info.shape
+        m = cfg.mlp
+        net = MLPDenoiser(d, d * mult, width=m.width, depth=m.depth, num_classes=info.num_classes, dropout=m.dropout)
+    return Diffusion(cfg, info, net)

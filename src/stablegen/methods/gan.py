@@ -1,0 +1,276 @@
+"""Generative adversarial networks (Goodfellow et al. 2014) and the stabilizers of the field.
+
+Losses (per sample; d = critic output):
+  ns     non-saturating   (Goodfellow et al. 2014)   D: sp(-d_r) + sp(d_f)       G: sp(-d_f)
+  hinge  hinge            (Lim & Ye 2017; Miyato et al. 2018)  D: relu(1-d_r) + relu(1+d_f)  G: -d_f
+  wgan   Wasserstein      (Arjovsky et al. 2017)     D: d_f - d_r                G: -d_f
+  lsgan  least squares    (Mao et al. 2017)          D: (d_r-1)^2/2 + d_f^2/2    G: (d_f-1)^2/2
+Regularizers and tricks, each a switch of GanConfig:
+  gradient penalty (WGAN-GP, Gulrajani et al. 2017), R1 / R2 (Mescheder et al. 2018) with the
+  lazy interval of StyleGAN2 (Karras et al. 2020), spectral norm (Miyato et al. 2018), one-sided
+  label smoothing (Salimans et al. 2016), instance noise (Sønderby et al. 2017), minibatch
+  stddev (Karras et al. 2018), PacGAN packing (Lin et al. 2018), n_critic, TTUR (Heusel et al.
+  2017: separate optim.g / optim.d learning rates), EMA generator (Yazıcı et al. 2019; the
+  trainer's EMA over ema_parameters()), DiffAugment / ADA, and class-conditional G with a
+  projection D (Miyato & Koyama 2018).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from ..base import Batch, DataInfo, Method, Phase
+from ..data.augment import ada_adjust, check_policy, diff_augment
+from ..nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from ..nets.mlp import MLPCritic, MLPGenerator
+from ..nets.resnet import ResNetDiscriminator, ResNetGenerator
+
+GanLoss = Literal["ns", "hinge", "wgan", "lsgan"]
+
+
+class GanConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["gan"] = "gan"
+    net: Literal["mlp", "dcgan", "resnet"] = "mlp"  # mlp for vectors; dcgan 8-32 px; resnet 32 px
+    z_dim: int = Field(64, ge=1)  # latent dimension
+    width: int = Field(256, ge=1)  # hidden width (mlp) or base channels (conv nets)
+    depth: int = Field(3, ge=1)  # hidden layers of the mlp nets
+    loss: GanLoss = "hinge"  # adversarial loss
+    n_critic: int = Field(1, ge=1)  # critic updates per generator update
+    gp_weight: float = Field(0.0, ge=0)  # WGAN-GP lambda (10 in the paper)
+    r1_weight: float = Field(0.0, ge=0)  # R1 gamma: penalty gamma/2 |grad D(real)|^2
+    r2_weight: float = Field(0.0, ge=0)  # R2 gamma: the same on fakes
+    r1_interval: int = Field(1, ge=1)  # lazy regularization: apply R1/R2 every k steps, scaled by k
+    spectral_norm: bool = False  # spectral normalization of every critic layer
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # one-sided: real target 1 - s (ns loss)
+    instance_noise: float = Field(0.0, ge=0)  # std of Gaussian noise added to critic inputs
+    instance_noise_steps: int = Field(0, ge=0)  # anneal that std linearly to 0 (0 = constant)
+    mbstd: bool = False  # minibatch standard-deviation feature in the critic
+    pack: int = Field(1, ge=1)  # PacGAN: the critic judges `pack` samples at once
+    conditional: bool = False  # class-conditional G and projection D (needs data.labels)
+    augment: Literal["none", "diffaugment", "ada"] = "none"  # differentiable augmentation
+    augment_policy: str = "color,translation,cutout"  # DiffAugment / ADA ops
+    ada_target: float = Field(0.6, gt=0, lt=1)  # ADA target of r_t = E[sign(D(real))]
+    ada_interval: int = Field(4, ge=1)  # steps between ADA updates of p
+    ada_speed: int = Field(20_000, ge=1)  # images for p to move from 0 to 1
+
+
+def pack_samples(x: Tensor, pack: int) -> Tensor:
+    """PacGAN packing: (B, C, ...) -> (B / pack, pack * C, ...), concatenating consecutive
+    samples along the channel (or feature) axis: sample i*pack + j lands in slot j of group i."""
+    if pack == 1:
+        return x
+    b = x.shape[0]
+    if b % pack:
+        raise ValueError(f"batch size {b} is not divisible by model.pack={pack}")
+    return x.reshape(b // pack, pack * x.shape[1], *x.shape[2:])
+
+
+class GAN(Method):
+    """A generator G(z, y) and a critic D(x, y) trained in two phases, d then g."""
+
+    fast_sampling = True
+
+    def __init__(self, cfg: GanConfig, info: DataInfo, generator: nn.Module, critic: nn.Module):
+        super().__init__()
+        self.cfg, self.info = cfg, info
+        self.G, self.D = generator, critic
+        self.policy = check_policy(cfg.augment_policy)
+        # Buffers, so the guard's boosts and ADA's p are checkpointed with the weights.
+        self.register_buffer("gp_weight", torch.tensor(cfg.gp_weight))
+        self.register_buffer("r1_weight", torch.tensor(cfg.r1_weight))
+        self.register_buffer("r2_weight", torch.tensor(cfg.r2_weight))
+        self.register_buffer("ada_p", torch.tensor(0.0))
+        self.register_buffer("ada_rt", torch.tensor(0.0))
+        self._last: dict[str, Tensor] = {}
+
+    # ---- phases ------------------------------------------------------------------------
+    def phases(self) -> list[Phase]:
+        return [
+            Phase("d", list(self.D.parameters()), self.d_loss, repeats=self.cfg.n_critic),
+            Phase("g", list(self.G.parameters()), self.g_loss),
+        ]
+
+    def _labels(self, batch: Batch) -> Tensor | None:
+        return batch.y if self.cfg.conditional else None
+
+    def _generate(self, b: int, y: Tensor | None) -> Tensor:
+        z = torch.randn(b, self.cfg.z_dim, device=self.device)
+        return self.G(z, y)
+
+    def _critic_input(self, x: Tensor, step: int) -> Tensor:
+        """Augmentation, instance noise and packing: what the critic sees of x."""
+        if self.cfg.augment == "diffaugment":
+            x = diff_augment(x, self.policy)
+        elif self.cfg.augment == "ada":
+            x = diff_augment(x, self.policy, p=self.ada_p)
+        sigma = self.instance_noise_std(step)
+        if sigma > 0:
+            x = x + sigma * torch.randn_like(x)
+        return pack_samples(x, self.cfg.pack)
+
+    def instance_noise_std(self, step: int) -> float:
+        c = self.cfg
+        if c.instance_noise_steps == 0:
+            return c.instance_noise
+        return c.instance_noise * max(0.0, 1.0 - step / c.instance_noise_steps)
+
+    def d_loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        c, y = self.cfg, self._labels(batch)
+        y_packed = y if c.pack == 1 else None
+        x_real = batch.x
+        with torch.no_grad():
+            x_fake = self._generate(x_real.shape[0], y)
+        real_in, fake_in = self._critic_input(x_real, step), self._critic_input(x_fake, step)
+        lazy = (c.r1_weight > 0 or c.r2_weight > 0) and step % c.r1_interval == 0
+        if lazy and c.r1_weight > 0:
+            real_in = real_in.detach().requires_grad_(True)
+        if lazy and c.r2_weight > 0:
+            fake_in = fake_in.detach().requires_grad_(True)
+        d_real, d_fake = self.D(real_in, y_packed), self.D(fake_in, y_packed)  # (B',)
+        loss = self.critic_loss(d_real, d_fake)
+        logs = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        if self.gp_weight > 0:
+            gp = self.gradient_penalty(real_in.detach(), fake_in.detach(), y_packed)
+            loss = loss + self.gp_weight * gp
+            logs["gp"] = gp.detach().mean()
+        if lazy and self.r1_weight > 0:
+            r1 = grad_norm_sq(d_real, real_in)
+            loss = loss + c.r1_interval * self.r1_weight / 2 * r1
+            logs["r1"] = r1.detach().mean()
+        if lazy and self.r2_weight > 0:
+            r2 = grad_norm_sq(d_fake, fake_in)
+            loss = loss + c.r1_interval * self.r2_weight / 2 * r2
+            logs["r2"] = r2.detach().mean()
+        self._last = {"d_real": d_real.detach(), "d_fake": d_fake.detach()}
+        return loss, logs
+
+    def critic_loss(self, d_real: Tensor, d_fake: Tensor) -> Tensor:
+        loss, s = self.cfg.loss, self.cfg.label_smoothing
+        if loss == "ns":
+            return (1 - s) * F.softplus(-d_real) + s * F.softplus(d_real) + F.softplus(d_fake)
+        if loss == "hinge":
+            return F.relu(1 - d_real) + F.relu(1 + d_fake)
+        if loss == "wgan":
+            return d_fake - d_real
+        return 0.5 * (d_real - 1) ** 2 + 0.5 * d_fake**2  # lsgan
+
+    def gradient_penalty(self, real: Tensor, fake: Tensor, y: Tensor | None) -> Tensor:
+        """WGAN-GP (Gulrajani et al. 2017, eq. 3): (|grad D(x_hat)| - 1)^2 on random
+        interpolates x_hat = eps x + (1 - eps) x~, per sample."""
+        eps = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+        x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        return (grad_norm_sq(self.D(x_hat, y), x_hat).add(1e-12).sqrt() - 1) ** 2
+
+    def g_loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        y = self._labels(batch)
+        b = batch.x.shape[0]
+        d_fake = self.D(self._critic_input(self._generate(b, y), step), y if self.cfg.pack == 1 else None)
+        if self.cfg.loss == "ns":
+            loss = F.softplus(-d_fake)
+        elif self.cfg.loss == "lsgan":
+            loss = 0.5 * (d_fake - 1) ** 2
+        else:  # hinge, wgan
+            loss = -d_fake
+        return loss, {}
+
+    @property
+    def needs_double_backward(self) -> bool:
+        """Gradient penalties differentiate through a gradient (torch.compile cannot)."""
+        return bool(self.gp_weight > 0 or self.r1_weight > 0 or self.r2_weight > 0)
+
+    # ---- per-step bookkeeping, guard hooks ----------------------------------------------
+    def on_step_end(self, step: int, logs: dict[str, Tensor]) -> None:
+        if self.cfg.augment != "ada" or not self._last:
+            return
+        rt = torch.sign(self._last["d_real"]).mean()
+        self.ada_rt.mul_(0.9).add_(0.1 * rt)  # smoothed r_t
+        if (step + 1) % self.cfg.ada_interval == 0:
+            p = ada_adjust(float(self.ada_p), float(self.ada_rt), self.cfg.ada_target,
+                           self._last["d_real"].numel() * self.cfg.pack, self.cfg.ada_interval, self.cfg.ada_speed)
+            self.ada_p.fill_(p)
+
+    def health(self) -> dict[str, float]:
+        if not self._last:
+            return {}
+        d_real, d_fake = self._last["d_real"], self._last["d_fake"]
+        threshold = 0.5 if self.cfg.loss == "lsgan" else 0.0
+        acc = 0.5 * ((d_real > threshold).float().mean() + (d_fake < threshold).float().mean())
+        out = {"d_acc": float(acc), "d_gap": float(d_real.mean() - d_fake.mean())}
+        if self.cfg.augment == "ada":
+            out["ada_p"], out["ada_rt"] = float(self.ada_p), float(self.ada_rt)
+        return out
+
+    def regularization_boost(self, factor: float) -> bool:
+        boosted = False
+        for buf in (self.gp_weight, self.r1_weight, self.r2_weight):
+            if buf > 0:
+                buf.mul_(factor)
+                boosted = True
+        return boosted
+
+    def ema_parameters(self) -> list[nn.Parameter]:
+        return list(self.G.parameters())
+
+    # ---- sampling ----------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
+               batch_size: int = 1000, **kw) -> Tensor:
+        if kw:
+            raise TypeError(f"GAN sampling takes no options {sorted(kw)}; it has labels= and batch_size=")
+        was_training = self.G.training
+        self.G.eval()
+        out = []
+        dev = self.device
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            z = torch.randn(b, self.cfg.z_dim, generator=generator, device="cpu").to(dev)
+            y = None
+            if self.cfg.conditional:
+                y = (labels[start : start + b] if labels is not None
+                     else torch.randint(self.info.num_classes, (b,), generator=generator)).to(dev)
+            out.append(self.G(z, y).float())
+        self.G.train(was_training)
+        return torch.cat(out)
+
+
+def grad_norm_sq(out: Tensor, inp: Tensor) -> Tensor:
+    """|d out.sum() / d inp|^2 per sample, with a graph for the penalty's own backward."""
+    (g,) = torch.autograd.grad(out.sum(), inp, create_graph=True)
+    return g.flatten(1).pow(2).sum(dim=1)
+
+
+def build(cfg: GanConfig, info: DataInfo) -> GAN:
+    if cfg.conditional and not info.num_classes:
+        raise ValueError("model.conditional=true needs labelled data: set data.labels=true")
+    if cfg.conditional and cfg.pack > 1:
+        raise ValueError("model.pack > 1 cannot be combined with model.conditional=true")
+    if cfg.augment != "none" and info.kind != "image":
+        raise ValueError(f"model.augment={cfg.augment!r} needs image data; {info.name} is {info.kind}")
+    classes = info.num_classes if cfg.conditional else None
+    if cfg.net == "mlp":
+        dim = math.prod(info.shape)
+        if len(info.shape) != 1:
+            raise ValueError(f"net=mlp needs vector data, got shape {info.shape}; use net=dcgan for images")
+        g = MLPGenerator(cfg.z_dim, dim, cfg.width, cfg.depth, num_classes=classes)
+        d = MLPCritic(dim * cfg.pack, cfg.width, cfg.depth, spectral_norm=cfg.spectral_norm,
+                      mbstd=cfg.mbstd, num_classes=classes)
+    else:
+        if len(info.shape) != 3:
+            raise ValueError(f"net={cfg.net} needs images (C, H, W), got shape {info.shape}; use net=mlp")
+        c, h, w = info.shape
+        packed = (c * cfg.pack, h, w)
+        if cfg.net == "dcgan":
+            g = DCGANGenerator(cfg.z_dim, info.shape, cfg.width, classes)
+            d = DCGANDiscriminator(packed, cfg.width, cfg.spectral_norm, cfg.mbstd, classes)
+        else:
+            g = ResNetGenerator(cfg.z_dim, info.shape, cfg.width, classes)
+            d = ResNetDiscriminator(packed, cfg.width, cfg.spectral_norm, classes)
+    return GAN(cfg, info, g, d)

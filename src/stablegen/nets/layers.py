@@ -1,0 +1,92 @@
+"""Layers shared by several nets (one copy each)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Activation = Literal["relu", "leaky_relu", "silu", "tanh", "elu"]
+
+
+def activation(name: Activation) -> nn.Module:
+    """An activation module by name; leaky_relu uses slope 0.2 (DCGAN, Radford et al. 2016)."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    if name == "silu":
+        return nn.SiLU()
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "elu":
+        return nn.ELU()
+    raise ValueError(f"unknown activation {name!r}; choose relu, leaky_relu, silu, tanh or elu")
+
+
+def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
+    """Wrap `module` in spectral normalization (Miyato et al. 2018) when enabled."""
+    return nn.utils.parametrizations.spectral_norm(module) if enabled else module
+
+
+class MinibatchStdDev(nn.Module):
+    """Minibatch standard deviation (Karras et al. 2018, ProGAN section 3).
+
+    Appends one feature: the standard deviation of each feature over groups of `group`
+    samples, averaged over features, so the critic can see a lack of variety.
+    Works on (B, C, H, W) images (adds a channel) and (B, D) vectors (adds a column).
+    """
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        g = min(self.group, b)
+        while b % g:
+            g -= 1
+        y = x.reshape(g, b // g, *x.shape[1:])  # (G, M, ...)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (M, ...)
+        y = y.reshape(b // g, -1).mean(dim=1)  # (M,)
+        y = y.repeat(g)  # (B,) — sample i belongs to group i % M
+        if x.dim() == 4:
+            return torch.cat([x, y.view(b, 1, 1, 1).expand(b, 1, *x.shape[2:])], dim=1)
+        return torch.cat([x, y.view(b, 1)], dim=1)
+
+
+class Projection(nn.Module):
+    """Output head of a projection discriminator (Miyato & Koyama 2018, eq. 3).
+
+    f(x, y) = psi(h) + <embed(y), h>; without classes it is the plain linear head psi(h).
+    """
+
+    def __init__(self, features: int, num_classes: int | None, spectral_norm: bool):
+        super().__init__()
+        self.psi = maybe_sn(nn.Linear(features, 1), spectral_norm)
+        self.embed = maybe_sn(nn.Embedding(num_classes, features), spectral_norm) if num_classes else None
+
+    def forward(self, h: Tensor, y: Tensor | None = None) -> Tensor:  # h (B, F) -> (B,)
+        out = self.psi(h).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator is class-conditional: pass labels y")
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return out
+
+
+class LabelEmbedding(nn.Module):
+    """Concatenate a learned class embedding to a latent (conditional generator input)."""
+
+    def __init__(self, num_classes: int | None, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, dim) if num_classes else None
+        self.dim = dim if num_classes else 0
+
+    def forward(self, z: Tensor, y: Tensor | None) -> Tensor:
+        if self.embed is None:
+            return z
+        if y is None:
+            raise ValueError("this generator is class-conditional: pass labels y")
+        return torch.cat([z, self.embed(y)], dim=1)

@@ -1,0 +1,55 @@
+"""Multi-layer perceptrons, for toys and vector data: a plain MLP, and GAN G/D built on it."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .layers import Activation, LabelEmbedding, MinibatchStdDev, Projection, activation, maybe_sn
+
+
+def hidden_stack(in_dim: int, width: int, depth: int, act: Activation, spectral_norm: bool) -> nn.Sequential:
+    """`depth` layers of Linear(width) + activation; optionally spectrally normalized."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [maybe_sn(nn.Linear(in_dim if i == 0 else width, width), spectral_norm), activation(act)]
+    return nn.Sequential(*layers)
+
+
+class MLP(nn.Module):
+    """in_dim -> `depth` hidden layers of `width` -> out_dim; optional spectral norm."""
+
+    def __init__(self, in_dim: int, out_dim: int, width: int = 256, depth: int = 3,
+                 act: Activation = "leaky_relu", spectral_norm: bool = False):
+        super().__init__()
+        self.net = hidden_stack(in_dim, width, depth, act, spectral_norm)
+        self.net.append(maybe_sn(nn.Linear(width if depth else in_dim, out_dim), spectral_norm))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class MLPGenerator(nn.Module):
+    """z (B, z_dim) [+ class embedding] -> x (B, out_dim)."""
+
+    def __init__(self, z_dim: int, out_dim: int, width: int = 256, depth: int = 3,
+                 act: Activation = "relu", num_classes: int | None = None):
+        super().__init__()
+        self.label = LabelEmbedding(num_classes, 16)
+        self.net = MLP(z_dim + self.label.dim, out_dim, width, depth, act)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.net(self.label(z, y))
+
+
+class MLPCritic(nn.Module):
+    """x (B, in_dim) -> score (B,); optional spectral norm, minibatch stddev, projection."""
+
+    def __init__(self, in_dim: int, width: int = 256, depth: int = 3, act: Activation = "leaky_relu",
+                 spectral_norm: bool = False, mbstd: bool = False, num_classes: int | None = None):
+        super().__init__()
+        self.body = hidden_stack(in_dim, width, depth, act, spectral_norm)
+        self.mbstd = MinibatchStdDev() if mbstd else nn.Identity()
+        self.head = Projection(width + int(mbstd), num_classes, spectral_norm)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.mbstd(self.body(x)), y)

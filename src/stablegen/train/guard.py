@@ -1,0 +1,192 @@
+"""StabilityGuard: detect instability as it happens and act on it.
+
+Detectors (each raises a typed Event with its evidence):
+  nonfinite        a non-finite loss or gradient norm, checked before the optimizer step;
+                   the update is never applied (after `max_skips` in a row: roll back)
+  loss_spike       robust z-score of a phase's loss over a running window (median / MAD,
+                   Iglewicz & Hoaglin 1993) above z_threshold for `patience` steps
+  grad_explosion   the same on log gradient norms
+  d_saturation     GAN critic accuracy >= saturation_acc held for saturation_steps
+  mode_collapse    sample diversity (mean pairwise distance) below collapse_ratio x the data's
+  posterior_collapse  a VAE's share of active latent units below min_active_fraction
+Actions: warn, skip (the update), rollback (to the last good in-memory snapshot, with the
+learning rate times lr_factor and GP / R1 weights times reg_factor), stop (with a diagnosis).
+A budget of rollbacks bounds the recovery; past it the guard stops the run.
+The guard decides; the trainer carries out (it owns the weights and the snapshot).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+ACTION_RANK = {"warn": 0, "skip": 1, "rollback": 2, "stop": 3}
+
+
+@dataclass
+class Event:
+    step: int
+    detector: str
+    action: str
+    message: str
+    evidence: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def robust_z(window: deque, value: float) -> float:
+    """(value - median) / (1.4826 MAD) of the window; 0 when the window is too short."""
+    if len(window) < max(10, window.maxlen // 2):
+        return 0.0
+    xs = sorted(window)
+    med = xs[len(xs) // 2]
+    mad = sorted(abs(x - med) for x in xs)[len(xs) // 2]
+    scale = 1.4826 * mad + 1e-6 * (abs(med) + 1e-12)
+    return (value - med) / scale
+
+
+class StabilityGuard:
+    def __init__(self, cfg, uses_scaler: bool = False):
+        self.cfg = cfg
+        self.uses_scaler = uses_scaler  # fp16 with a GradScaler: overflow is routine, not an event
+        self.events: list[Event] = []
+        self.pending: Event | None = None  # strongest action requested this step
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        self.skips_in_row = 0
+        self.overflows = 0
+        self.windows: dict[str, deque] = {}
+        self.outliers: dict[str, int] = {}
+        self.saturated_checks = 0
+        self.collapsed_checks = 0
+        self.new_events: list[Event] = []
+
+    # ---- per update ------------------------------------------------------------------------
+    def allow_update(self, step: int, phase: str, loss: Tensor, grad_norm: Tensor) -> bool:
+        """True when the optimizer may apply this update. One host sync per call."""
+        if not self.cfg.enabled:
+            return True
+        loss_v, norm_v = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
+        if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
+            if self.uses_scaler and math.isfinite(loss_v):
+                self.overflows += 1  # the GradScaler lowers its scale and skips the step itself
+                return False
+            self.skips_in_row += 1
+            action = self.cfg.nonfinite
+            if self.skips_in_row >= self.cfg.max_skips and action == "skip":
+                action = "rollback"
+            self._raise(Event(step, "nonfinite", action,
+                              f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} in phase "
+                              f"{phase!r}; update not applied ({self.skips_in_row} in a row)",
+                              {"loss": loss_v, "grad_norm": norm_v}))
+            return False
+        self.skips_in_row = 0
+        # upward only: a falling loss (a KL weight dropping at a new annealing cycle) is no instability
+        ok = self._outlier(step, phase, "loss_spike", self.cfg.spike, f"loss/{phase}", loss_v, one_sided=True)
+        ok &= self._outlier(step, phase, "grad_explosion", self.cfg.explosion, f"grad/{phase}",
+                            math.log(norm_v + 1e-12), raw=norm_v, one_sided=True)
+        return ok
+
+    def _outlier(self, step: int, phase: str, detector: str, action: str, key: str, value: float,
+                 raw: float | None = None, one_sided: bool = False) -> bool:
+        window = self.windows.setdefault(key, deque(maxlen=self.cfg.window))
+        z = robust_z(window, value)
+        hit = z > self.cfg.z_threshold if one_sided else abs(z) > self.cfg.z_threshold
+        if not hit:
+            self.outliers[key] = 0
+            window.append(value)
+            return True
+        self.outliers[key] = self.outliers.get(key, 0) + 1
+        if self.outliers[key] < self.cfg.patience:
+            return True  # not yet: a single outlier is no instability
+        what = "loss" if detector == "loss_spike" else "gradient norm"
+        shown = value if raw is None else raw
+        self._raise(Event(step, detector, action,
+                          f"{what} of phase {phase!r} is an outlier (robust z = {z:.1f}) for "
+                          f"{self.outliers[key]} steps", {"value": shown, "z": z}))
+        self.outliers[key] = 0
+        return action not in ("skip", "rollback", "stop")
+
+    # ---- periodic checks ---------------------------------------------------------------
+    def check_health(self, step: int, health: dict[str, float], diversity_ratio: float | None) -> None:
+        if not self.cfg.enabled:
+            return
+        cfg = self.cfg
+        if "d_acc" in health:
+            self.saturated_checks = self.saturated_checks + 1 if health["d_acc"] >= cfg.saturation_acc else 0
+            if self.saturated_checks * cfg.check_every >= cfg.saturation_steps:
+                self._raise(Event(step, "d_saturation", cfg.saturation,
+                                  f"the critic separates real from fake ({health['d_acc']:.3f} accuracy) for "
+                                  f"{self.saturated_checks * cfg.check_every} steps: the generator learns nothing",
+                                  {"d_acc": health["d_acc"]}))
+                self.saturated_checks = 0
+        if "active_fraction" in health and health["active_fraction"] < cfg.min_active_fraction:
+            self._raise(Event(step, "posterior_collapse", cfg.posterior_collapse,
+                              f"only {health['active_fraction']:.0%} of latent units are active: the "
+                              "decoder ignores the latent (try KL annealing or free bits)",
+                              {"active_fraction": health["active_fraction"]}))
+        low = diversity_ratio is not None and diversity_ratio < cfg.collapse_ratio
+        self.collapsed_checks = self.collapsed_checks + 1 if low else 0
+        if low and self.collapsed_checks >= cfg.patience:
+            self.collapsed_checks = 0
+            self._raise(Event(step, "mode_collapse", cfg.collapse,
+                              f"sample diversity fell to {diversity_ratio:.2f} of the data's "
+                              f"(threshold {cfg.collapse_ratio})", {"diversity_ratio": diversity_ratio}))
+
+    # ---- decisions -------------------------------------------------------------------------
+    def _raise(self, event: Event) -> None:
+        self.events.append(event)
+        self.new_events.append(event)
+        if event.action in ("rollback", "stop") and (
+            self.pending is None or ACTION_RANK[event.action] > ACTION_RANK[self.pending.action]
+        ):
+            self.pending = event
+
+    def take_verdict(self) -> Event | None:
+        """The rollback / stop requested since the last call (budget applied), or None."""
+        verdict, self.pending = self.pending, None
+        if verdict is not None and verdict.action == "rollback" and self.rollbacks >= self.cfg.max_rollbacks:
+            verdict.action = "stop"  # the same event, now the last one: no recovery left
+            verdict.message = f"rollback budget of {self.cfg.max_rollbacks} spent; last problem: {verdict.message}"
+        return verdict
+
+    def on_rollback(self) -> None:
+        self.rollbacks += 1
+        self.lr_scale *= self.cfg.lr_factor
+        self.skips_in_row = 0
+        self.saturated_checks = 0
+        self.collapsed_checks = 0
+        for key in self.outliers:
+            self.outliers[key] = 0
+
+    def drain(self) -> list[Event]:
+        out, self.new_events = self.new_events, []
+        return out
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for e in self.events:
+            counts[e.detector] = counts.get(e.detector, 0) + 1
+        return counts
+
+    # ---- checkpointing ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "skips_in_row": self.skips_in_row,
+                "overflows": self.overflows, "saturated_checks": self.saturated_checks,
+                "collapsed_checks": self.collapsed_checks,
+                "windows": {k: list(v) for k, v in self.windows.items()}, "outliers": dict(self.outliers),
+                "events": [e.to_json() for e in self.events]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
+        self.skips_in_row, self.overflows = int(state["skips_in_row"]), int(state["overflows"])
+        self.saturated_checks = int(state["saturated_checks"])
+        self.collapsed_checks = int(state["collapsed_checks"])
+        self.windows = {k: deque(v, maxlen=self.cfg.window) for k, v in state["windows"].items()}
+        self.outliers = dict(state["outliers"])
+        self.events = [Event(**e) for e in state["events"]]

@@ -1,0 +1,411 @@
+"""The Trainer: one short loop over a method's phases, for every family.
+
+Per step: for each phase and repeat, draw a batch, compute the loss under the run's precision,
+backward (scaled for fp16), unscale, measure / clip the gradient norm, let the guard veto
+non-finite or exploding updates, step the phase's optimizer and scheduler. Then EMA, the
+guard's verdict (rollback / stop), logging, samples, eval, checkpoints. Everything else lives
+in small pieces: ema.py, guard.py, checkpoint.py, logging.py, schedule.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..base import Method, has_capability
+from ..data import Dataset, InfiniteLoader
+from ..recipe import OptimConfig, Recipe, RecipeError
+from .checkpoint import (join_optimizer_state, latest_checkpoint, load_checkpoint, save_checkpoint,
+                         split_optimizer_state)
+from .ema import EMA
+from . import distributed
+from .guard import ACTION_RANK, Event, StabilityGuard
+from .logging import JsonlLog, TensorBoard
+from .schedule import lr_factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def make_optimizer(params: list, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    def __init__(self, method: Method, data: Dataset, recipe: Recipe, run_dir: Path, *, rank: int = 0, world: int = 1,
+                 on_eval=None):
+        self.method, self.data, self.recipe, self.run_dir = method, data, recipe, Path(run_dir)
+        self.rank, self.world, self.is_main = rank, world, rank == 0
+        self.on_eval = on_eval  # callable(step, results) after each periodic eval
+        tc = recipe.train
+        self.device = method.device
+        self.phases = method.phases()
+        missing = [p.name for p in self.phases if p.name not in recipe.optim]
+        if missing:
+            raise RecipeError(f"the recipe has no optim.{missing[0]} section; this method's phases are "
+                              f"{', '.join(p.name for p in self.phases)}")
+        self.optims = {p.name: make_optimizer(p.params, recipe.optim[p.name]) for p in self.phases}
+        scaled = tc.precision == "fp16" and tc.grad_scaler
+        self.guard = StabilityGuard(recipe.guard, uses_scaler=scaled)
+        self.scheds = {
+            p.name: torch.optim.lr_scheduler.LambdaLR(self.optims[p.name], lr_factor(
+                recipe.optim[p.name].warmup, tc.steps, recipe.optim[p.name].schedule,
+                recipe.optim[p.name].min_lr, lambda: self.guard.lr_scale))
+            for p in self.phases
+        }
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaled)
+        self.ema = EMA(method.ema_parameters(), tc.ema, tc.ema_start) if tc.ema > 0 else None
+        self.loader = InfiniteLoader(data, recipe.data.batch_size, tc.seed, self.device, rank, world)
+        self.step = 0
+        self.snapshot: dict | None = None
+        self.started = time.time()
+        self.elapsed_before = 0.0
+        self.last: dict[str, Tensor] = {}
+        self.real_diversity: float | None = None
+        self.status = "running"
+        self.message = ""
+        self.last_eval: dict[str, float] | None = None
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def fit(self, stop_at: int | None = None) -> str:
+        """Train to train.steps (or to `stop_at`, as if interrupted there). Returns the status."""
+        tc = self.recipe.train
+        self.status, self.message = "running", ""
+        self._open_logs()
+        if self.step == 0:
+            self.method.data_init(self.loader.next())
+            if self.ema is not None:  # start the average from the data-initialised weights
+                self.ema.shadow = [p.detach().clone() for p in self.ema.params]
+            self._take_snapshot()
+        bar = self._progress()
+        interrupted, restore_sigterm = _catch_sigterm()
+        try:
+            while self.step < tc.steps:
+                if stop_at is not None and self.step >= stop_at or interrupted():
+                    self.status = "interrupted"
+                    break
+                self._train_step(self.step)
+                verdict = self._agreed(self.guard.take_verdict())
+                self._write_events()
+                if verdict is not None and verdict.action == "stop":
+                    self.status, self.message = "stopped", verdict.message
+                    break
+                if verdict is not None:
+                    self._rollback()
+                    continue
+                self.step += 1
+                self._periodic(self.step)
+                if bar is not None:
+                    bar.update(self.step - bar.n)
+        except KeyboardInterrupt:
+            self.status = "interrupted"
+        except BaseException:
+            self._close_logs()  # e.g. a pruned tuning trial: the logs stay whole
+            raise
+        finally:
+            restore_sigterm()
+            if bar is not None:
+                bar.close()
+        if self.status == "running":
+            self.status = "finished"
+        self._finish()
+        return self.status
+
+    def _train_step(self, step: int) -> None:
+        for phase in self.phases:
+            opt, clip = self.optims[phase.name], self.recipe.optim[phase.name].clip
+            for _ in range(phase.repeats):
+                batch = self.loader.next()
+                with self._autocast():
+                    loss, logs = phase.loss(batch, step)
+                    loss = loss.float().mean()
+                opt.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if self.world > 1:
+                    loss = distributed.average_gradients(phase.params, loss)
+                self.scaler.unscale_(opt)
+                grads = [p.grad for p in phase.params if p.grad is not None]
+                norm = (torch.nn.utils.clip_grad_norm_(phase.params, clip) if clip
+                        else torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device))
+                if self.guard.allow_update(step, phase.name, loss, norm):
+                    self.scaler.step(opt)
+                self.scaler.update()
+            self.scheds[phase.name].step()
+            self.last[f"loss/{phase.name}"] = loss.detach()
+            self.last[f"grad_norm/{phase.name}"] = norm.detach()
+            self.last.update({f"{phase.name}/{k}": v for k, v in logs.items()})
+        self.method.on_step_end(step, self.last)
+        if self.ema is not None:
+            self.ema.update(step)
+
+    # ---- periodic work ----------------------------------------------------------------------
+    def _periodic(self, step: int) -> None:
+        tc, gc = self.recipe.train, self.recipe.guard
+        if gc.enabled and step % gc.check_every == 0:
+            health, ratio = self.method.health(), self._diversity_ratio(step)
+            if self.world > 1:
+                both = distributed.mean_values({**health, "__ratio": -1.0 if ratio is None else ratio}, self.device)
+                ratio = None if ratio is None else both.pop("__ratio")
+                health = {k: v for k, v in both.items() if k != "__ratio"}
+            self.guard.check_health(step, health, ratio)
+        if step % tc.log_every == 0 and self.is_main:
+            self._log(step)
+        if gc.enabled and step % gc.snapshot_every == 0 and not self.guard.pending:
+            self._take_snapshot()
+        if tc.sample_every and step % tc.sample_every == 0 and self.is_main:
+            self.save_samples(step)
+        if self.recipe.eval.every and step % self.recipe.eval.every == 0 and self.is_main:
+            self.evaluate_into_log(step)
+        if tc.checkpoint_every and step % tc.checkpoint_every == 0 and self.is_main:
+            self.save_checkpoint()
+
+    def _log(self, step: int) -> None:
+        record = {"step": step, "time": round(self.elapsed(), 3)}
+        values = torch.stack([v.float() for v in self.last.values()]).tolist() if self.last else []
+        record.update(zip(self.last.keys(), values))
+        for name, sched in self.scheds.items():
+            record[f"lr/{name}"] = sched.get_last_lr()[0]
+        record.update({f"health/{k}": v for k, v in self.method.health().items()})
+        if self.scaler.is_enabled():
+            record["amp/scale"] = float(self.scaler.get_scale())
+            record["amp/overflows"] = self.guard.overflows
+        self.metrics_log.write(record)
+        self.tb.scalars(step, {k: v for k, v in record.items() if k not in ("step", "time")})
+
+    def _diversity_ratio(self, step: int) -> float | None:
+        """Sample diversity / data diversity, for methods that sample in one forward pass."""
+        if not self.method.fast_sampling or step < self.recipe.guard.collapse_after:
+            return None
+        from ..metrics.diversity import mean_pairwise_distance
+
+        g = torch.Generator().manual_seed(1234)
+        if self.real_diversity is None:
+            idx = torch.randperm(len(self.data), generator=g)[:256]
+            self.real_diversity = float(mean_pairwise_distance(self.data.x[idx].flatten(1).float()))
+        fake = self.method.sample(256, generator=g)
+        return float(mean_pairwise_distance(fake.flatten(1).float().cpu())) / max(self.real_diversity, 1e-12)
+
+    def save_samples(self, step: int | str) -> Path:
+        from ..report.grid import save_samples_png
+
+        n = 2000 if self.data.info.kind == "vector" else self.recipe.train.sample_n
+        with self.ema.swapped() if self.ema is not None else nullcontext():
+            x = self.method.sample(n, generator=torch.Generator().manual_seed(0))
+        name = f"step-{step:06d}" if isinstance(step, int) else step
+        ref = self.data.x[:2000] if self.data.info.kind == "vector" else None
+        return save_samples_png(x, self.run_dir / "samples" / f"{name}.png", ref, f"step {step}")
+
+    def evaluate_into_log(self, step: int) -> dict[str, float]:
+        from ..evaluation import evaluate_method
+
+        cfg = self.recipe.eval
+        results = evaluate_method(self.method, self.data, cfg, ema=self.ema if cfg.ema else None)
+        self.metrics_log.write({"step": step, "time": round(self.elapsed(), 3),
+                                **{f"eval/{k}": v for k, v in results.items()}})
+        self.last_eval = results
+        if self.on_eval is not None:
+            self.on_eval(step, results)
+        return results
+
+    def _final_eval(self) -> None:
+        """The recipe's eval metrics at the end of the run: metrics.jsonl and eval.json."""
+        from .checkpoint import atomic_write_text
+
+        cfg = self.recipe.eval
+        if not cfg.metrics:
+            return
+        done = cfg.every and self.step % cfg.every == 0  # the periodic eval of this step already ran
+        results = self.last_eval if done and self.last_eval is not None else self.evaluate_into_log(self.step)
+        record = {"metrics": results, "n": cfg.n, "features": cfg.features,
+                  "ema": self.ema is not None and cfg.ema, "step": self.step}
+        atomic_write_text(self.run_dir / "eval.json", json.dumps(record, indent=1))
+
+    def _agreed(self, verdict: Event | None) -> Event | None:
+        """Across ranks the strongest verdict wins, so every rank rolls back or stops together."""
+        if self.world == 1:
+            return verdict
+        mine = ACTION_RANK[verdict.action] if verdict is not None else 0
+        agreed = distributed.agree(mine, self.device)
+        if agreed == mine:
+            return verdict
+        action = {2: "rollback", 3: "stop"}[agreed]
+        return Event(self.step, "peer", action, f"another rank asked to {action}")
+
+    # ---- snapshots and rollback ---------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "method": self.method.state_dict(),
+            "optims": {k: o.state_dict() for k, o in self.optims.items()},
+            "scheds": {k: s.state_dict() for k, s in self.scheds.items()},
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "loader": self.loader.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "step": self.step,
+        }
+
+    def _load_state(self, s: dict) -> None:
+        self.method.load_state_dict(s["method"])
+        for k, o in self.optims.items():
+            o.load_state_dict(s["optims"][k])
+        for k, sch in self.scheds.items():
+            sch.load_state_dict(s["scheds"][k])
+        if s["scaler"]:
+            self.scaler.load_state_dict(s["scaler"])
+        if self.ema is not None and s["ema"]:
+            self.ema.load_state_dict(s["ema"])
+        self.loader.load_state_dict(s["loader"])
+        torch.set_rng_state(s["rng"])
+        if s["cuda_rng"]:
+            torch.cuda.set_rng_state_all(s["cuda_rng"])
+        self.step = int(s["step"])
+
+    def _take_snapshot(self) -> None:
+        self.snapshot = copy.deepcopy(self._state())
+
+    def _rollback(self) -> None:
+        """Back to the last good snapshot, with a lower learning rate (and, where the method
+        has them, stronger GP / R1); the data stream moves on so a bad batch is not replayed."""
+        assert self.snapshot is not None
+        loader_state = self.loader.state_dict()
+        self._load_state(copy.deepcopy(self.snapshot))
+        self.loader.load_state_dict(loader_state)
+        self.guard.on_rollback()
+        self.method.regularization_boost(self.recipe.guard.reg_factor)
+        for sched in self.scheds.values():  # re-apply the schedule with the new guard scale
+            for group, base, lam in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * lam(sched.last_epoch)
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        s = self._state()
+        tensors = {f"model.{k}": v for k, v in s["method"].items()}
+        tensors.update({f"ema.{k}": v for k, v in s["ema"].items()})
+        meta_optims = {}
+        for name, state in s["optims"].items():
+            t, m = split_optimizer_state(f"optim.{name}", state)
+            tensors.update(t)
+            meta_optims[name] = m
+        tensors["rng.torch"] = s["rng"]
+        for i, r in enumerate(s["cuda_rng"]):
+            tensors[f"rng.cuda.{i}"] = r
+        tensors["loader.generator"] = s["loader"]["generator"]
+        tensors["loader.order"] = s["loader"]["order"]
+        meta = {"step": self.step, "optims": meta_optims, "scheds": s["scheds"], "scaler": s["scaler"],
+                "loader": {"pos": s["loader"]["pos"], "epoch": s["loader"]["epoch"]},
+                "guard": self.guard.state_dict(), "elapsed": self.elapsed(), "has_ema": self.ema is not None}
+        return save_checkpoint(self.run_dir / "checkpoints", self.step, tensors, meta,
+                               self.recipe.train.keep_checkpoints)
+
+    def resume(self, path: Path | None = None) -> int:
+        """Load the newest (or given) checkpoint; returns the step it continues from."""
+        path = path or latest_checkpoint(self.run_dir / "checkpoints")
+        tensors, meta = load_checkpoint(path)
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        s = {
+            "method": model,
+            "optims": {k: join_optimizer_state(f"optim.{k}", tensors, m) for k, m in meta["optims"].items()},
+            "scheds": meta["scheds"], "scaler": meta["scaler"],
+            "ema": {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
+            "loader": {"generator": tensors["loader.generator"], "order": tensors["loader.order"], **meta["loader"]},
+            "rng": tensors["rng.torch"],
+            "cuda_rng": [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+            if torch.cuda.is_available() else [],
+            "step": meta["step"],
+        }
+        try:
+            self._load_state(s)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise RecipeError(f"checkpoint {path} does not fit this recipe's model ({e})") from None
+        self.guard.load_state_dict(meta["guard"])
+        self.elapsed_before = float(meta.get("elapsed", 0.0))
+        for log in ("metrics.jsonl", "events.jsonl"):
+            JsonlLog.truncate(self.run_dir / log, self.step)
+        self._take_snapshot()
+        return self.step
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def _autocast(self):
+        p = self.recipe.train.precision
+        if p == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+    def _open_logs(self) -> None:
+        if not self.is_main:
+            return
+        self.metrics_log = JsonlLog(self.run_dir / "metrics.jsonl")
+        self.events_log = JsonlLog(self.run_dir / "events.jsonl")
+        self.tb = TensorBoard(self.run_dir / "tb")
+
+    def _write_events(self) -> None:
+        for e in self.guard.drain():
+            if self.is_main:
+                self.events_log.write({**e.to_json(), "time": round(self.elapsed(), 3)})
+
+    def _progress(self):
+        if not (self.recipe.train.progress and self.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.recipe.train.steps, initial=self.step, desc=self.recipe.name,
+                    unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def _finish(self) -> None:
+        if not self.is_main:
+            return
+        self.save_checkpoint()
+        problems = []
+        if self.status != "interrupted":
+            for what, work in (("final samples", lambda: self.save_samples("final")), ("final eval", self._final_eval)):
+                try:
+                    work()
+                except (ValueError, RuntimeError) as e:  # e.g. non-finite samples after a guard stop
+                    problems.append(f"{what} failed: {e}")
+        summary = {"status": self.status, "steps": self.step, "wall_time": round(self.elapsed(), 2),
+                   "events": self.guard.summary(), "rollbacks": self.guard.rollbacks, "message": self.message,
+                   "capabilities": [c for c in ("log_prob", "reconstruct", "health") if has_capability(self.method, c)],
+                   "problems": problems}
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        self._close_logs()
+
+    def _close_logs(self) -> None:
+        if self.is_main and hasattr(self, "metrics_log"):
+            self.metrics_log.close()
+            self.events_log.close()
+            self.tb.close()
+
+
+def _catch_sigterm():
+    """SIGTERM (a scheduler's pre-emption) ends the run cleanly with a checkpoint."""
+    flag = {"hit": False}
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__("hit", True))
+    except ValueError:  # not the main thread
+        return (lambda: False), (lambda: None)
+    return (lambda: flag["hit"]), (lambda: signal.signal(signal.SIGTERM, previous))

@@ -1,0 +1,162 @@
+"""Each GAN switch does what its paper says."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stablegen.base import Batch, DataInfo
+from stablegen.data.augment import ada_adjust, diff_augment
+from stablegen.methods.gan import GanConfig, build, pack_samples
+from stablegen.nets.layers import MinibatchStdDev
+
+VEC = DataInfo("ring8", "vector", (2,))
+IMG = DataInfo("digits", "image", (1, 8, 8), num_classes=10)
+
+
+def gan(info=VEC, **kw):
+    torch.manual_seed(0)
+    base = {"width": 32, "depth": 2, "z_dim": 8} | ({"net": "dcgan", "width": 8} if info.kind == "image" else {})
+    return build(GanConfig(**base | kw), info)
+
+
+@pytest.mark.parametrize("loss", ["ns", "hinge", "wgan", "lsgan"])
+def test_losses_match_their_formulas(loss):
+    m = gan(loss=loss)
+    dr, df = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    expected = {
+        "ns": F.softplus(-dr) + F.softplus(df),
+        "hinge": F.relu(1 - dr) + F.relu(1 + df),
+        "wgan": df - dr,
+        "lsgan": 0.5 * (dr - 1) ** 2 + 0.5 * df**2,
+    }[loss]
+    assert torch.allclose(m.critic_loss(dr, df), expected)
+
+
+def test_one_sided_label_smoothing_targets_real_at_1_minus_s():
+    m = gan(loss="ns", label_smoothing=0.1)
+    dr, df = torch.tensor([0.3]), torch.tensor([0.0])
+    bce_real = F.binary_cross_entropy_with_logits(dr, torch.tensor([0.9]))
+    assert torch.allclose(m.critic_loss(dr, df), bce_real + F.softplus(df))  # fakes keep target 0
+
+
+def test_gradient_penalty_drives_critic_gradient_norm_to_one():
+    """WGAN-GP: with only the penalty as loss, |grad D| at interpolates converges to 1."""
+    m = gan(loss="wgan", gp_weight=10.0)
+    real, fake = torch.randn(256, 2) * 2, torch.randn(256, 2)
+    opt = torch.optim.Adam(m.D.parameters(), lr=1e-3)
+    for _ in range(300):
+        opt.zero_grad()
+        m.gradient_penalty(real, fake, None).mean().backward()
+        opt.step()
+    x = (0.5 * real + 0.5 * fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(m.D(x).sum(), x)
+    assert abs(g.norm(dim=1).mean().item() - 1.0) < 0.05  # starts far from 1 (~0.1 at init)
+
+
+def test_spectral_norm_gives_unit_top_singular_value():
+    m = gan(spectral_norm=True)
+    m.D.train()
+    for _ in range(20):  # power iterations run on each training forward
+        m.D(torch.randn(16, 2))
+    m.D.eval()
+    for layer in [mod for mod in m.D.modules() if isinstance(mod, torch.nn.Linear)]:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach(), ord=2)
+        assert abs(sigma.item() - 1.0) < 0.02
+
+
+def test_r1_penalty_is_lazy_and_scaled():
+    m = gan(loss="ns", r1_weight=2.0, r1_interval=4)
+    batch = Batch(torch.randn(32, 2))
+    torch.manual_seed(1)
+    _, logs_on = m.d_loss(batch, step=8)
+    torch.manual_seed(1)
+    _, logs_off = m.d_loss(batch, step=9)
+    assert "r1" in logs_on and "r1" not in logs_off
+    # gamma/2 * interval * |grad|^2 equals the difference of the two losses on the same draw
+    torch.manual_seed(1)
+    with_r1, logs = m.d_loss(batch, step=8)
+    torch.manual_seed(1)
+    without, _ = m.d_loss(batch, step=9)
+    assert torch.allclose(with_r1.mean() - without.mean(), 4 * 2.0 / 2 * logs["r1"], rtol=1e-4)
+
+
+def test_packing_concatenates_consecutive_samples():
+    x = torch.arange(6 * 2, dtype=torch.float).view(6, 2)
+    p = pack_samples(x, 3)
+    assert p.shape == (2, 6) and p[1].tolist() == x[3:6].flatten().tolist()
+    img = torch.randn(4, 1, 8, 8)
+    pi = pack_samples(img, 2)
+    assert pi.shape == (2, 2, 8, 8) and torch.equal(pi[1, 1], img[3, 0])
+    with pytest.raises(ValueError, match="not divisible"):
+        pack_samples(torch.randn(5, 2), 2)
+    m = gan(pack=4)
+    assert m.D(pack_samples(torch.randn(8, 2), 4)).shape == (2,)
+
+
+def test_instance_noise_anneals_linearly_to_zero():
+    m = gan(instance_noise=0.2, instance_noise_steps=100)
+    assert m.instance_noise_std(0) == pytest.approx(0.2)
+    assert m.instance_noise_std(50) == pytest.approx(0.1)
+    assert m.instance_noise_std(150) == 0.0
+
+
+def test_minibatch_stddev_feature():
+    x = torch.tensor([[0.0, 0.0], [2.0, 2.0], [0.0, 0.0], [2.0, 2.0]])
+    out = MinibatchStdDev(group=2)(x)
+    # groups are {0, 2} and {1, 3}: identical samples, so std 0 everywhere
+    assert out.shape == (4, 3) and torch.allclose(out[:, 2], torch.zeros(4), atol=1e-3)
+    out = MinibatchStdDev(group=4)(x)
+    assert torch.allclose(out[:, 2], torch.ones(4), atol=1e-3)  # std of {0, 2, 0, 2} is 1
+
+
+def test_conditional_gan_uses_labels():
+    m = gan(IMG, conditional=True)
+    y = torch.tensor([3, 3, 7, 7])
+    x = m.sample(4, generator=torch.Generator().manual_seed(0), labels=y)
+    assert x.shape == (4, 1, 8, 8)
+    loss, _ = m.d_loss(Batch(torch.randn(4, 1, 8, 8), y), 0)
+    assert loss.shape == (4,)
+    with pytest.raises(ValueError, match="labelled data"):
+        build(GanConfig(net="dcgan", conditional=True), DataInfo("digits", "image", (1, 8, 8)))
+
+
+def test_n_critic_sets_phase_repeats_and_ema_parameters_are_g():
+    m = gan(n_critic=5)
+    d, g = m.phases()
+    assert (d.name, d.repeats, g.name, g.repeats) == ("d", 5, "g", 1)
+    assert {id(p) for p in m.ema_parameters()} == {id(p) for p in m.G.parameters()}
+
+
+def test_regularization_boost_raises_only_active_penalties():
+    m = gan(gp_weight=1.0)
+    assert m.regularization_boost(2.0) and m.gp_weight.item() == 2.0 and m.r1_weight.item() == 0.0
+    assert not gan().regularization_boost(2.0)
+
+
+def test_diffaugment_is_differentiable_and_keeps_shape():
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 8, 8, requires_grad=True)
+    y = diff_augment(x)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(diff_augment(x, p=0.0), x)  # ADA at p = 0 is the identity
+
+
+def test_ada_moves_p_toward_target():
+    assert ada_adjust(0.0, rt=0.9, target=0.6, batch=64, interval=4, speed_img=512) == pytest.approx(0.5)
+    assert ada_adjust(0.5, rt=0.1, target=0.6, batch=64, interval=4, speed_img=512) == pytest.approx(0.0)
+    m = gan(IMG, augment="ada", ada_interval=1, ada_speed=64)
+    m.d_loss(Batch(torch.randn(8, 1, 8, 8)), 0)
+    m._last["d_real"] = torch.ones(8)  # the critic is sure every real is real: overfitting
+    for step in range(20):
+        m.on_step_end(step, {})
+    assert m.ada_p.item() > 0.5
+
+
+@pytest.mark.parametrize("net, size", [("dcgan", 8), ("dcgan", 16), ("resnet", 32)])
+def test_conv_nets_shapes(net, size):
+    info = DataInfo("x", "image", (3, size, size))
+    m = build(GanConfig(net=net, width=8, z_dim=4), info)
+    x = m.sample(3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, size, size) and x.abs().max() <= 1

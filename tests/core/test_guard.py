@@ -1,0 +1,217 @@
+"""The StabilityGuard: each detector provoked on purpose, and torture runs that kill a plain
+loop but not stablegen."""
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stablegen.api import build_method, seed_everything
+from stablegen.base import Batch, DataInfo, Method, Phase
+from stablegen.data import Dataset, load_dataset
+from stablegen.recipe import load_recipe
+from stablegen.train.loop import Trainer
+
+
+class Probe(Method):
+    """A one-layer regressor whose loss the tests can poison, scale or make saturate."""
+
+    fast_sampling = True
+
+    def __init__(self):
+        super().__init__()
+        self.info = DataInfo("probe", "vector", (2,))
+        self.lin = torch.nn.Linear(2, 2)
+        self.scale = {}  # step -> loss multiplier, used once (a rolled-back step runs clean)
+        self.poison_from = None  # every step from here on has a NaN loss
+        self.fake_health = {}
+
+    def phases(self):
+        return [Phase("main", list(self.parameters()), self.loss)]
+
+    def loss(self, batch, step):
+        out = (self.lin(batch.x) - batch.x).pow(2).sum(1) + 1.0
+        if self.poison_from is not None and step >= self.poison_from:
+            return out * float("nan"), {}
+        return out * self.scale.pop(step, 1.0), {}
+
+    def sample(self, n, *, generator=None, **kw):
+        with torch.no_grad():
+            return self.lin(torch.randn(n, 2, generator=generator))
+
+    def health(self):
+        return dict(self.fake_health)
+
+
+def probe_trainer(tmp_path, **guard):
+    recipe = load_recipe({"model": {"family": "gan"}, "data": {"name": "moons", "n": 512, "batch_size": 64},
+                          "optim": {"main": {"lr": 1e-2}}},
+                         {"train.steps": 300, "train.progress": False, "train.sample_every": 0,
+                          "train.checkpoint_every": 0, "guard.window": 20, "guard.snapshot_every": 20,
+                          "guard.check_every": 10, **{f"guard.{k}": v for k, v in guard.items()}})
+    seed_everything(0, True)
+    data = load_dataset(recipe.data)
+    torch.manual_seed(0)
+    return Trainer(Probe(), data, recipe, tmp_path)
+
+
+def events(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+
+
+def test_loss_spike_rolls_back_with_lower_lr(tmp_path):
+    t = probe_trainer(tmp_path, spike="rollback", explosion="warn", patience=2)
+    for s in (150, 151):
+        t.method.scale[s] = 1e4
+    assert t.fit() == "finished"
+    ev = [e for e in events(tmp_path) if e["detector"] == "loss_spike"]
+    assert ev and ev[0]["action"] == "rollback" and ev[0]["step"] == 151
+    assert t.guard.rollbacks == 1 and t.guard.lr_scale == 0.5
+    assert t.scheds["main"].get_last_lr()[0] == pytest.approx(0.5e-2)
+
+
+def test_gradient_explosion_update_is_vetoed(tmp_path):
+    t = probe_trainer(tmp_path, spike="warn", explosion="skip", patience=1)
+    t.method.scale[100] = 1e6
+    t.fit(stop_at=100)
+    before = [p.detach().clone() for p in t.method.parameters()]
+    t._train_step(100)
+    assert all(torch.equal(a, b) for a, b in zip(before, t.method.parameters()))  # not applied
+    assert any(e.detector == "grad_explosion" and e.action == "skip" for e in t.guard.events)
+
+
+def test_nonfinite_loss_never_reaches_the_weights(tmp_path):
+    t = probe_trainer(tmp_path)
+    t.method.scale.update({40: float("nan"), 41: float("inf")})
+    assert t.fit() == "finished"
+    assert all(torch.isfinite(p).all() for p in t.method.parameters())
+    ev = [e for e in events(tmp_path) if e["detector"] == "nonfinite"]
+    assert [e["step"] for e in ev] == [40, 41] and {e["action"] for e in ev} == {"skip"}
+
+
+def test_persistent_nonfinite_rolls_back_then_stops_with_diagnosis(tmp_path):
+    t = probe_trainer(tmp_path, max_skips=3, max_rollbacks=2)
+    t.method.poison_from = 50
+    assert t.fit() == "stopped"
+    actions = [e["action"] for e in events(tmp_path)]
+    assert actions.count("rollback") == 2 and actions[-1] == "stop"
+    assert "rollback budget of 2 spent" in json.loads((tmp_path / "summary.json").read_text())["message"]
+    assert all(torch.isfinite(p).all() for p in t.method.parameters())
+
+
+def test_discriminator_saturation(tmp_path):
+    t = probe_trainer(tmp_path, saturation="warn", saturation_steps=30)
+    t.method.fake_health["d_acc"] = 1.0
+    t.fit()
+    sat = [e for e in events(tmp_path) if e["detector"] == "d_saturation"]
+    assert sat and sat[0]["step"] == 30 and sat[0]["evidence"]["d_acc"] == 1.0
+
+
+def test_mode_collapse_by_sample_diversity(tmp_path):
+    t = probe_trainer(tmp_path, collapse="warn", collapse_after=100, patience=2, spike="warn", explosion="warn")
+    t.fit(stop_at=150)
+    assert not [e for e in t.guard.events if e.detector == "mode_collapse"]  # healthy so far
+    with torch.no_grad():
+        t.method.lin.weight.zero_()  # every sample is now the bias: one mode
+    t.method.lin.weight.requires_grad_(False)
+    t.fit()
+    ev = [e for e in t.guard.events if e.detector == "mode_collapse"]
+    assert ev and ev[0].evidence["diversity_ratio"] < 0.05
+
+
+def test_posterior_collapse_hook(tmp_path):
+    t = probe_trainer(tmp_path)
+    t.method.fake_health["active_fraction"] = 0.0
+    t.fit(stop_at=20)
+    ev = [e for e in t.guard.events if e.detector == "posterior_collapse"]
+    assert ev and ev[0].action == "warn"
+
+
+# ---- torture: a plain loop dies, stablegen finishes ----------------------------------------
+def _gan(tmp_path, overrides):
+    recipe = load_recipe("gan-ring8", {"train.progress": False, "train.sample_every": 0, "train.checkpoint_every": 0,
+                                       "model.width": 32, "data.batch_size": 64, "data.n": 2048, **overrides})
+    seed_everything(0, True)
+    data = load_dataset(recipe.data)
+    return recipe, data, build_method(recipe, data)
+
+
+def _plain_loop(method, data, steps, lr, poison=()):
+    """The loop as tutorials write it: no checks."""
+    opts = {p.name: torch.optim.Adam(p.params, lr=lr, betas=(0.5, 0.999)) for p in method.phases()}
+    g = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        for phase in method.phases():
+            x = data.x[torch.randint(len(data.x), (64,), generator=g)]
+            if step in poison:
+                x = x.clone()
+                x[0] = float("nan")
+            loss, _ = phase.loss(Batch(x), step)
+            opts[phase.name].zero_grad()
+            loss.mean().backward()
+            opts[phase.name].step()
+    return method
+
+
+def test_torture_poisoned_batch(tmp_path):
+    recipe, data, method = _gan(tmp_path, {"train.steps": 60})
+    plain = _plain_loop(copy.deepcopy(method), data, 60, 2e-4, poison={30})
+    assert not all(torch.isfinite(p).all() for p in plain.parameters())  # the plain loop is dead
+
+    t = Trainer(method, data, recipe, tmp_path)
+    nxt = t.loader.next
+    calls = {"n": 0}
+
+    def poisoned():
+        b = nxt()
+        calls["n"] += 1
+        if calls["n"] in (61, 62):  # inside step 30: the d and g batches
+            b = Batch(b.x.clone().index_fill_(0, torch.tensor([0]), float("nan")), b.y)
+        return b
+
+    t.loader.next = poisoned
+    assert t.fit() == "finished"
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+    assert any(e.detector == "nonfinite" and e.step == 30 for e in t.guard.events)
+
+
+def test_torture_huge_initial_weight(tmp_path):
+    recipe, data, method = _gan(tmp_path, {"train.steps": 80, "guard.max_skips": 3})
+    with torch.no_grad():
+        first = next(m for m in method.D.modules() if isinstance(m, torch.nn.Linear))
+        first.weight.mul_(1e37)  # activations overflow float32
+    plain = _plain_loop(copy.deepcopy(method), data, 5, 2e-4)
+    assert not all(torch.isfinite(p).all() for p in plain.parameters())
+    t = Trainer(method, data, recipe, tmp_path)
+    status = t.fit()
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+    assert status in ("finished", "stopped") and t.guard.events
+    assert {e.detector for e in t.guard.events} >= {"nonfinite"}
+
+
+def test_torture_fp16_without_loss_scaling(tmp_path):
+    """fp16 with the GradScaler off and a loss large enough to overflow half precision."""
+    recipe, data, method = _gan(tmp_path, {"train.steps": 40, "train.precision": "fp16", "train.grad_scaler": False})
+    with torch.no_grad():
+        for m in method.D.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(30.0)  # D outputs beyond fp16's 65504
+    t = Trainer(method, data, recipe, tmp_path)
+    t.fit()
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+    assert any(e.detector == "nonfinite" for e in t.guard.events)
+
+
+def test_torture_learning_rate_x30(tmp_path):
+    """lr 30x the recipe's: the guard's outlier checks roll back and lower the lr."""
+    recipe, data, method = _gan(tmp_path, {"train.steps": 400, "optim.d.lr": 6e-3, "optim.g.lr": 6e-3,
+                                           "model.loss": "wgan", "model.r1_weight": 0.0, "model.pack": 1,
+                                           "guard.window": 20, "guard.z_threshold": 6.0})
+    plain = _plain_loop(copy.deepcopy(method), data, 400, 6e-3)
+    t = Trainer(method, data, recipe, tmp_path)
+    t.fit()
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+    size = lambda m: sum(p.abs().sum() for p in m.D.parameters()).item()  # noqa: E731
+    assert size(method) < size(plain)  # the unguarded critic's weights run away

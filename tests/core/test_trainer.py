@@ -1,0 +1,115 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import stablegen as sg
+from stablegen.train.checkpoint import CheckpointError
+from stablegen.train.ema import EMA
+from conftest import tiny
+
+
+def _weights(run_dir):
+    path = sorted((run_dir / "checkpoints").glob("*.safetensors"))[-1]
+    return {k: v for k, v in load_file(str(path)).items() if k.startswith(("model.", "ema.", "optim."))}
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    """200 steps == 100 steps, interrupted, resumed, 100 more (CPU, deterministic)."""
+    ov = tiny({"train.steps": 200, "train.ema": 0.9, "model.width": 16, "data.batch_size": 32,
+               "train.checkpoint_every": 0, "optim.d.schedule": "cosine", "optim.g.warmup": 30})
+    sg.train("gan-ring8", ov, run_dir=tmp_path / "full")
+    part = sg.train("gan-ring8", ov, run_dir=tmp_path / "split", stop_at=100)
+    assert part.status == "interrupted"
+    sg.train(None, {"train.progress": False}, run_dir=tmp_path / "split", resume=True)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(100) == 1  # the log continues without duplicates
+
+
+def test_run_directory_layout_and_sampling(tmp_path):
+    run = sg.train("gan-ring8", tiny({"train.steps": 20, "train.ema": 0.5}), run_dir=tmp_path / "r")
+    for name in ("recipe.yaml", "metrics.jsonl", "events.jsonl", "summary.json", "samples/final.png"):
+        assert (tmp_path / "r" / name).is_file(), name
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "finished"
+    x = run.sample(50, seed=3)
+    assert x.shape == (50, 2) and torch.equal(x, run.sample(50, seed=3))
+    assert not torch.equal(run.sample(50, ema=False, seed=3), x)  # EMA weights differ from raw ones
+    loaded = sg.open_run(tmp_path / "r")
+    assert torch.equal(loaded.sample(50, seed=3), x)
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    sg.train("gan-ring8", tiny({"train.steps": 2}), run_dir=tmp_path / "r")
+    with pytest.raises(sg.RecipeError, match="already holds a run"):
+        sg.train("gan-ring8", tiny({"train.steps": 2}), run_dir=tmp_path / "r")
+
+
+def test_ema_equals_hand_computed_average():
+    p = torch.nn.Parameter(torch.tensor([0.0]))
+    ema = EMA([p], decay=0.9, start=2)
+    expected, values = 0.0, [1.0, 2.0, 3.0, 4.0, 5.0]
+    for step, v in enumerate(values):
+        p.data.fill_(v)
+        ema.update(step)
+        expected = v if step < 2 else 0.9 * expected + 0.1 * v
+    assert ema.shadow[0].item() == pytest.approx(expected)
+    with ema.swapped():
+        assert p.item() == pytest.approx(expected)
+    assert p.item() == 5.0
+
+
+def test_corrupt_and_missing_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        sg.open_run(tmp_path)
+    sg.train("gan-ring8", tiny({"train.steps": 3}), run_dir=tmp_path / "r")
+    ckpt = sorted((tmp_path / "r" / "checkpoints").glob("*.safetensors"))[-1]
+    ckpt.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match=f"{ckpt.name} is corrupt"):
+        sg.open_run(tmp_path / "r")
+    ckpt.unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        sg.open_run(tmp_path / "r")
+
+
+def test_lr_warmup_and_cosine_schedule(tmp_path):
+    run = sg.train("gan-ring8", tiny({"train.steps": 100, "optim.g.warmup": 10, "optim.g.schedule": "cosine",
+                                      "optim.g.min_lr": 0.1, "optim.g.lr": 1e-3, "train.log_every": 5}),
+                   run_dir=tmp_path / "r")
+    lrs = {r["step"]: r["lr/g"] for r in map(json.loads, (run.run_dir / "metrics.jsonl").read_text().splitlines())
+           if "lr/g" in r}
+    assert lrs[5] == pytest.approx(1e-3 * 6 / 10)  # warmup: (step + 1) / warmup after 5 scheduler steps
+    assert lrs[100] == pytest.approx(1e-4, rel=1e-3)  # cosine floor: min_lr * lr
+    assert lrs[55] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 45 / 90))), rel=1e-3)
+
+
+def test_ttur_gives_each_phase_its_own_learning_rate(tmp_path):
+    run = sg.train("gan-ring8", tiny({"train.steps": 10, "optim.d.lr": 4e-4, "optim.g.lr": 1e-4}),
+                   run_dir=tmp_path / "r")
+    last = [r for r in map(json.loads, (run.run_dir / "metrics.jsonl").read_text().splitlines()) if "lr/d" in r][-1]
+    assert last["lr/d"] == 4e-4 and last["lr/g"] == 1e-4
+
+
+def test_missing_optim_section_for_a_phase(tmp_path):
+    with pytest.raises(sg.RecipeError, match="no optim.g section"):
+        sg.train({"model": {"family": "gan"}, "data": {"name": "moons"}, "optim": {"d": {}}},
+                 tiny({"train.steps": 1}), run_dir=tmp_path / "r")
+
+
+def test_fp16_and_bf16_runs_stay_finite(tmp_path):
+    for precision in ("bf16", "fp16"):
+        run = sg.train("gan-ring8", tiny({"train.steps": 30, "train.precision": precision}),
+                       run_dir=tmp_path / precision)
+        assert all(torch.isfinite(p).all() for p in run.method.parameters())
+
+
+def test_compile_switch(tmp_path):
+    with pytest.raises(sg.RecipeError, match="double backward"):
+        sg.train("gan-ring8", tiny({"train.steps": 1, "train.compile": True}), run_dir=tmp_path / "a")
+    run = sg.train("gan-ring8", tiny({"train.steps": 3, "train.compile": True, "model.r1_weight": 0}),
+                   run_dir=tmp_path / "b")
+    assert run.status == "finished" and "G.net.net.0.weight" in run.method.state_dict()  # names unchanged
