@@ -36,7 +36,7 @@ class GlowConfig(BaseModel):
     width: int = Field(64, ge=1)  # conditioner width: MLP hidden units or conv channels
     depth: int = Field(1, ge=0)  # conditioner depth: MLP hidden layers or residual blocks
     scale: ScaleFn = "sigmoid"  # coupling log-scale: Glow's sigmoid, or the tanh soft clamp
-    scale_bound: float = Field(2.0, gt=0)  # tanh only: |log-scale| < bound per coupling
+    scale_bound: float = Field(3.0, gt=0)  # |log-scale| < bound per coupling (sigmoid: scale >= exp(-bound))
     learned_prior: bool = True  # images: learned N(mu(z1), sigma(z1)) prior of each split
     logit_alpha: float | None = Field(0.05, gt=0, lt=0.5)  # images: logit preprocessing (None: off)
     dequantize: bool = True  # discrete images: uniform dequantization of each training batch

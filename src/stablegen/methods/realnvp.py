@@ -38,7 +38,7 @@ class RealNVPConfig(BaseModel):
     width: int = Field(64, ge=1)  # conditioner width: MLP hidden units or conv channels
     depth: int = Field(2, ge=0)  # conditioner depth: MLP hidden layers or residual blocks
     scale: ScaleFn = "tanh"  # bounded log-scale: tanh soft clamp, or Glow's sigmoid
-    scale_bound: float = Field(2.0, gt=0)  # tanh: |log-scale| < bound per coupling
+    scale_bound: float = Field(2.0, gt=0)  # |log-scale| < bound per coupling (sigmoid: scale >= exp(-bound))
     logit_alpha: float | None = Field(0.05, gt=0, lt=0.5)  # images: logit preprocessing (None: off)
     dequantize: bool = True  # discrete images: uniform dequantization of each training batch
 

@@ -97,7 +97,10 @@ class AffineCoupling(nn.Module):
     `mask` (same shape as one sample) marks the conditioning half x_m = x * mask, which passes
     unchanged; `net` maps x_m to 2 x its channels (raw log-scale, shift). The log-scale is
     bounded: "tanh" uses s = bound * tanh(raw / bound) (a soft clamp to (-bound, bound));
-    "sigmoid" uses Glow's s = log sigmoid(raw + 2) (scale in (0, 1)).
+    "sigmoid" uses Glow's scale sigmoid(raw + 2) lifted to a floor a = exp(-bound):
+    s = log(a + (1 - a) sigmoid(raw + 2)), in (-bound, 0). Without the floor the inverse
+    divides by an unbounded 1 / sigmoid, and a rare sample feeds on itself across couplings
+    until exp overflows (seen on glow-digits: s = -10, then -4,363 in the next coupling).
     """
 
     def __init__(self, mask: Tensor, net: nn.Module, scale: ScaleFn = "tanh", bound: float = 2.0):
@@ -114,7 +117,8 @@ class AffineCoupling(nn.Module):
         if self.scale == "tanh":
             s = self.bound * torch.tanh(raw / self.bound)
         else:
-            s = F.logsigmoid(raw + 2.0)
+            floor = math.exp(-self.bound)
+            s = torch.log(floor + (1 - floor) * torch.sigmoid(raw + 2.0))
         free = 1 - self.mask
         return s * free, t * free  # zero on the conditioning half
 
