@@ -12,10 +12,3 @@ def _isolated_cache(tmp_path_factory):
     if "STABLEGEN_CACHE" not in os.environ:
         os.environ["STABLEGEN_CACHE"] = str(tmp_path_factory.mktemp("stablegen-cache"))
     yield
-
-
-def tiny(recipe_overrides: dict | None = None) -> dict:
-    """Overrides that make any recipe a few-second run."""
-    base = {"train.progress": False, "train.sample_every": 0, "train.log_every": 10, "train.threads": 1}
-    base.update(recipe_overrides or {})
-    return base

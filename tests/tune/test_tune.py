@@ -18,7 +18,7 @@ from stablegen.tune_space import SpaceError, load_space
 
 TINY = {"train.steps": 30, "eval.n": 200, "train.sample_every": 0, "train.threads": 1, "train.log_every": 10,
         "train.checkpoint_every": 0}
-LR = {"type": "float", "low": 1e-4, "high": 1e-3, "log": True, "also": ["optim.d.lr"]}
+LR = {"type": "float", "low": 1e-4, "high": 3e-3, "log": True}  # the generator's; the critic keeps its own
 BETA1 = {"type": "float", "low": 0.0, "high": 0.9, "step": 0.1, "also": ["optim.d.betas.0"]}
 LOSS = {"type": "categorical", "choices": ["ns", "hinge"]}
 
@@ -73,7 +73,7 @@ def test_space_file_errors(tmp_path):
     with pytest.raises(SpaceError, match="names no parameter"):
         load_space({"fixed": {"train.steps": 10}})
     with pytest.raises(SpaceError, match="'optim.d.lr' set twice"):
-        load_space({"optim.g.lr": LR, "optim.d.lr": LR})
+        load_space({"optim.g.lr": {**LR, "also": ["optim.d.lr"]}, "optim.d.lr": LR})
 
 
 def test_grid_needs_finite_values():
@@ -89,16 +89,16 @@ def test_grid_needs_finite_values():
 def test_builtin_space_fits_its_recipe(tmp_path):
     obj = Objective("gan-grid25", load_space("gan-grid25"), "reverse_kl", None, tmp_path, prune=True)
     assert obj.direction == "minimize"
-    assert obj.baseline() == {"optim.g.lr": 2e-4, "optim.g.betas.0": 0.5, "model.loss": "ns"}
+    assert obj.baseline() == {"optim.g.lr": 1e-3, "optim.d.lr": 2e-3, "optim.g.betas.0": 0.5, "model.loss": "ns"}
 
 
 def test_values_become_overrides(tmp_path):
     obj = objective(space(**{"optim.g.lr": LR, "optim.g.betas.0": BETA1}), tmp_path)
     assert obj.expand({"optim.g.lr": 3e-4, "optim.g.betas.0": 0.1}) == {
-        "optim.g.lr": 3e-4, "optim.d.lr": 3e-4, "optim.g.betas": [0.1, 0.999], "optim.d.betas": [0.1, 0.999]}
-    assert obj.baseline() == {"optim.g.lr": 2e-4, "optim.g.betas.0": 0.5}  # the recipe's own values
+        "optim.g.lr": 3e-4, "optim.g.betas": [0.1, 0.999], "optim.d.betas": [0.1, 0.999]}
+    assert obj.baseline() == {"optim.g.lr": 1e-3, "optim.g.betas.0": 0.5}  # the recipe's own values
     assert obj.overrides["eval.every"] == 6  # 30 steps / 5 periodic evals, for the pruner
-    assert objective(space(**{"optim.g.lr": {**LR, "low": 3e-4}}), tmp_path).baseline() is None
+    assert objective(space(**{"optim.g.lr": {**LR, "low": 2e-3}}), tmp_path).baseline() is None
 
 
 def test_metric_direction_and_eval_metrics(tmp_path):
@@ -118,13 +118,13 @@ def test_study_on_sqlite_writes_best_recipe_and_table(tmp_path):
                    pruner="none", storage=db, study="s", out=tmp_path / "out")
     stored = optuna.load_study(study_name="s", storage=db).trials
     assert [t.state.name for t in stored] == ["COMPLETE"] * 3
-    assert stored[0].params == {"optim.g.lr": 2e-4, "optim.g.betas.0": 0.5, "model.loss": "ns"}  # the baseline
+    assert stored[0].params == {"optim.g.lr": 1e-3, "optim.g.betas.0": 0.5, "model.loss": "ns"}  # the baseline
     assert stored[0].user_attrs["baseline"] is True
     best = max(stored, key=lambda t: t.value)
     assert study.best_trial.number == best.number
 
     recipe = load_recipe(tmp_path / "out" / "best.yaml")  # the full recipe, loadable as it is
-    assert recipe.optim["g"].lr == recipe.optim["d"].lr == pytest.approx(best.params["optim.g.lr"])
+    assert recipe.optim["g"].lr == pytest.approx(best.params["optim.g.lr"])
     assert recipe.optim["d"].betas[0] == pytest.approx(best.params["optim.g.betas.0"])
     assert recipe.model.loss == best.params["model.loss"] and recipe.train.steps == 30
     assert recipe.train.progress  # the tuner's quiet bars are not part of the recipe
