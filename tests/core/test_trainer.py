@@ -116,7 +116,8 @@ def test_fp16_and_bf16_runs_stay_finite(tmp_path):
 
 def test_compile_switch(tmp_path):
     with pytest.raises(sg.RecipeError, match="double backward"):
-        sg.train("gan-ring8", tiny({"train.steps": 1, "train.compile": True}), run_dir=tmp_path / "a")
+        sg.train("gan-ring8", tiny({"train.steps": 1, "train.compile": True, "model.r1_weight": 0.1}),
+                 run_dir=tmp_path / "a")
     run = sg.train("gan-ring8", tiny({"train.steps": 3, "train.compile": True, "model.r1_weight": 0}),
                    run_dir=tmp_path / "b")
     assert run.status == "finished" and "G.net.net.0.weight" in run.method.state_dict()  # names unchanged
