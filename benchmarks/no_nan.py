@@ -40,19 +40,13 @@ from pathlib import Path
 import torch
 
 import stablegen as sg
+from stablegen.report.runs import read_jsonl  # the run logs' one reader
 from diffusion import machine  # the benchmarks' one description of the machine
 
 RESULTS = Path(__file__).parent / "results" / "no_nan.json"
 RECIPES = ("vae-digits", "betavae-digits", "seqvae-sines", "realnvp-moons", "glow-digits", "pixelcnn-digits")
 PRECISIONS = ("fp32", "bf16")
 SAMPLES = 64  # samples drawn after training for the finiteness check
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a run log (NaN / Infinity tokens, as JsonlLog writes them, parse to floats)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def is_finite_number(v) -> bool:
