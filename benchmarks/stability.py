@@ -97,14 +97,14 @@ def baseline_recipe(name: str, lr: float = 2e-4, beta1: float = 0.9, data: str |
 
 # ---- one run -------------------------------------------------------------------------------------
 def run_one(job: dict) -> dict:
-    """Train one recipe (in a worker process, one thread) and measure it; job is JSON-able."""
+    """Train one recipe (in a worker process, `threads` threads) and measure it; job is JSON-able."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(job["threads"])
     import stablegen as sg
 
     overrides = {"train.seed": job["seed"], "train.progress": False, "train.sample_every": 0,
-                 "train.checkpoint_every": 0, "train.threads": 1}
+                 "train.checkpoint_every": 0, "train.threads": job["threads"]}
     if job.get("steps"):
         overrides["train.steps"] = job["steps"]
     run_dir = tempfile.mkdtemp(prefix="sg-stability-")
@@ -132,11 +132,15 @@ def succeeded(r: dict) -> bool:
     return r["modes"] == NUM_MODES[r["data"]] and r["hq"] >= HQ_SUCCESS
 
 
-def run_all(jobs: list[dict], workers: int) -> list[dict]:
+def run_all(jobs: list[dict], workers: int, partial: Path) -> list[dict]:
+    """Run the jobs; every finished run is also appended to `partial` (JSON lines), so an
+    interrupted benchmark keeps what it measured."""
     done: list[dict] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for r in pool.map(run_one, jobs):
             done.append(r)
+            with partial.open("a") as f:
+                f.write(json.dumps(r, default=str) + "\n")
             extra = (f"modes {r['modes']:.0f} hq {100 * r['hq']:.1f}% rkl {r['reverse_kl']:.3f}"
                      if "hq" in r else f"modes {r['stacked_modes']:.0f} kl {r['stacked_kl']:.2f}")
             print(f"  [{len(done)}/{len(jobs)}] {r['part']} {r['data']} {r['method']} seed {r['seed']} "
@@ -149,13 +153,13 @@ def _cell(r: dict) -> str:
 
 
 # ---- jobs of each part -----------------------------------------------------------------------------
-def jobs_a(datasets: list[str], seeds: int, steps: int | None) -> list[dict]:
+def jobs_a(datasets: list[str], seeds: range, steps: int | None) -> list[dict]:
     jobs = []
     for data in datasets:
         name = MIXTURE_RECIPES[data]
         for method, recipe in (("baseline", baseline_recipe(name)), ("stablegen", stablegen_recipe(name))):
             jobs += [{"part": "a", "kind": "mixture", "data": data, "method": method, "seed": s,
-                      "steps": steps, "recipe": recipe} for s in range(seeds)]
+                      "steps": steps, "recipe": recipe} for s in seeds]
     return jobs
 
 
@@ -172,12 +176,12 @@ def jobs_b(datasets: list[str], seeds: int, steps: int | None) -> list[dict]:
     return jobs
 
 
-def jobs_c(seeds: int, steps: int | None, pack: int) -> list[dict]:
+def jobs_c(seeds: range, steps: int | None, pack: int) -> list[dict]:
     data = "stacked-digits"
     recipes = (("baseline", baseline_recipe(STACKED_RECIPE, beta1=0.5, data=data)),
                ("stablegen", stablegen_recipe(STACKED_RECIPE, pack=pack, data=data)))
     return [{"part": "c", "kind": "stacked", "data": data, "method": method, "seed": s, "steps": steps,
-             "recipe": recipe} for method, recipe in recipes for s in range(seeds)]
+             "recipe": recipe} for method, recipe in recipes for s in seeds]
 
 
 # ---- tables --------------------------------------------------------------------------------------
@@ -244,14 +248,17 @@ def main() -> None:
     p.add_argument("--part", default="a,b", help="comma list of a, b, c")
     p.add_argument("--data", default="ring8,grid25", help="mixtures of parts a and b")
     p.add_argument("--seeds", type=int, default=10, help="seeds per method (parts a and c)")
+    p.add_argument("--first-seed", type=int, default=0, help="parts a and c use seeds first-seed .. first-seed+seeds-1")
     p.add_argument("--grid-seeds", type=int, default=1, help="seeds per cell of the robustness grid (part b)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps of every run (default: the recipe's)")
     p.add_argument("--grid-steps", type=int, default=None, help="train.steps of part b (default: --steps)")
     p.add_argument("--pack", type=int, default=4, help="PacGAN packing of stablegen's stacked-digits recipe")
-    p.add_argument("--jobs", type=int, default=2, help="parallel training processes (one thread each)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    p.add_argument("--methods", default="baseline,stablegen", help="comma list of baseline, stablegen")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     parts = [s.strip() for s in args.part.split(",") if s.strip()]
     bad = [s for s in parts if s not in ("a", "b", "c")]
     if bad:
@@ -261,16 +268,27 @@ def main() -> None:
     if bad:
         p.error(f"--data: unknown mixture(s) {bad}; choose from {', '.join(MIXTURE_RECIPES)}")
 
+    methods = [s.strip() for s in args.methods.split(",") if s.strip()]
+    bad = [s for s in methods if s not in ("baseline", "stablegen")]
+    if bad:
+        p.error(f"--methods: unknown method(s) {bad}; choose from baseline, stablegen")
+
     jobs: list[dict] = []
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     if "a" in parts:
-        jobs += jobs_a(datasets, args.seeds, args.steps)
+        jobs += jobs_a(datasets, seeds, args.steps)
     if "b" in parts:
         jobs += jobs_b(datasets, args.grid_seeds, args.grid_steps or args.steps)
     if "c" in parts:
-        jobs += jobs_c(args.seeds, args.steps, args.pack)
-    print(f"{len(jobs)} training runs on {args.jobs} processes", flush=True)
+        jobs += jobs_c(seeds, args.steps, args.pack)
+    jobs = [{**j, "threads": args.threads} for j in jobs if j["method"] in methods]
+    partial = args.out.with_suffix(".partial.jsonl")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
+    print(f"{len(jobs)} training runs on {args.jobs} processes x {args.threads} threads "
+          f"(each run also appended to {partial})", flush=True)
     t0 = time.time()
-    results = run_all(jobs, args.jobs)
+    results = run_all(jobs, args.jobs, partial)
     elapsed = time.time() - t0
 
     recipes = {}

@@ -48,7 +48,9 @@ class MinibatchStdDev(nn.Module):
         while b % g:
             g -= 1
         y = x.reshape(g, b // g, *x.shape[1:])  # (G, M, ...)
-        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (M, ...)
+        # biased variance over the group, written out: Tensor.var over a leading dim of 4 is
+        # ~8x slower on CPU (measured on (4, 64, 256))
+        y = ((y - y.mean(dim=0)).square().mean(dim=0) + 1e-8).sqrt()  # (M, ...)
         y = y.reshape(b // g, -1).mean(dim=1)  # (M,)
         y = y.repeat(g)  # (B,) — sample i belongs to group i % M
         if x.dim() == 4:
