@@ -109,6 +109,21 @@ def test_minibatch_stddev_feature():
     assert torch.allclose(out[:, 2], torch.ones(4), atol=1e-3)  # std of {0, 2, 0, 2} is 1
 
 
+def test_latent_prior_is_normal_or_uniform():
+    # 160,000 coordinates: the mean of |z| is within 0.01 of its expectation (standard error
+    # < 0.002 for both priors, so 0.01 is > 5 standard errors); uniform draws stay in [-1, 1]
+    g = torch.Generator().manual_seed(0)
+    z = gan(latent="uniform").latent(20_000, g)
+    assert z.shape == (20_000, 8) and z.min() >= -1 and z.max() <= 1
+    assert abs(z.abs().mean().item() - 0.5) < 0.01  # E|U(-1, 1)| = 1/2
+    z = gan().latent(20_000, g)
+    assert abs(z.abs().mean().item() - (2 / torch.pi) ** 0.5) < 0.01  # E|N(0, 1)| = sqrt(2/pi)
+    m = gan(latent="uniform")
+    x1 = m.sample(16, generator=torch.Generator().manual_seed(3))
+    x2 = m.G(m.latent(16, torch.Generator().manual_seed(3), device="cpu"))
+    assert torch.equal(x1, x2)  # sample() draws from the same prior
+
+
 def test_conditional_gan_uses_labels():
     m = gan(IMG, conditional=True)
     y = torch.tensor([3, 3, 7, 7])

@@ -40,6 +40,7 @@ class GanConfig(BaseModel):
     family: Literal["gan"] = "gan"
     net: Literal["mlp", "dcgan", "resnet"] = "mlp"  # mlp for vectors; dcgan 8-32 px; resnet 32 px
     z_dim: int = Field(64, ge=1)  # latent dimension
+    latent: Literal["normal", "uniform"] = "normal"  # z ~ N(0, I) or uniform on [-1, 1]^z_dim
     width: int = Field(256, ge=1)  # hidden width (mlp) or base channels (conv nets)
     depth: int = Field(3, ge=1)  # hidden layers of the mlp nets
     loss: GanLoss = "hinge"  # adversarial loss
@@ -101,9 +102,15 @@ class GAN(Method):
     def _labels(self, batch: Batch) -> Tensor | None:
         return batch.y if self.cfg.conditional else None
 
+    def latent(self, b: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+        """b latent codes, (b, z_dim), from the configured prior."""
+        dev = self.device if device is None else device
+        if self.cfg.latent == "uniform":
+            return torch.rand(b, self.cfg.z_dim, generator=generator, device=dev) * 2 - 1
+        return torch.randn(b, self.cfg.z_dim, generator=generator, device=dev)
+
     def _generate(self, b: int, y: Tensor | None) -> Tensor:
-        z = torch.randn(b, self.cfg.z_dim, device=self.device)
-        return self.G(z, y)
+        return self.G(self.latent(b), y)
 
     def _critic_input(self, x: Tensor, step: int) -> Tensor:
         """Augmentation, instance noise and packing: what the critic sees of x."""
@@ -231,7 +238,7 @@ class GAN(Method):
         dev = self.device
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            z = torch.randn(b, self.cfg.z_dim, generator=generator, device="cpu").to(dev)
+            z = self.latent(b, generator, device="cpu").to(dev)
             y = None
             if self.cfg.conditional:
                 y = (labels[start : start + b] if labels is not None
