@@ -30,9 +30,13 @@ from stablegen.train.loop import Trainer
 
 
 def plain_loop(G, D, x, batch, z_dim, steps, opt_g, opt_d, gen):
+    """A careful hand-written loop: no graph for the critic's fakes, and the generator's backward
+    fills only G's gradients (as the trainer does), so the ratio measures overhead alone."""
+    g_params = list(G.parameters())
     for _ in range(steps):
         real = x[torch.randint(len(x), (batch,), generator=gen)]
-        fake = G(torch.randn(batch, z_dim)).detach()
+        with torch.no_grad():
+            fake = G(torch.randn(batch, z_dim))
         loss_d = F.relu(1 - D(real)).mean() + F.relu(1 + D(fake)).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -40,7 +44,7 @@ def plain_loop(G, D, x, batch, z_dim, steps, opt_g, opt_d, gen):
         real = x[torch.randint(len(x), (batch,), generator=gen)]  # the trainer draws a batch per phase too
         loss_g = -D(G(torch.randn(batch, z_dim))).mean()
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        loss_g.backward(inputs=g_params)
         opt_g.step()
 
 

@@ -7,8 +7,7 @@ nearest mean; a mode is covered by >= 1 HQ sample; reverse KL = KL(HQ histogram 
 a run *succeeds* when every mode is covered and %HQ >= 90.
 
 Two trainers, both through stablegen's own trainer so that only the recipe differs:
-  stablegen  the built-in recipe (gan-ring8 / gan-grid25; stacked digits: dcgan-digits on
-             data.name=stacked-digits with PacGAN packing), unchanged.
+  stablegen  the built-in recipe (gan-ring8 / gan-grid25 / dcgan-stacked), unchanged.
   baseline   "a plain GAN as tutorials write it": the same data, batch, network sizes and step
              count, and nothing else: BCE (non-saturating) loss, Adam lr 2e-4 with default betas
              (0.9, 0.999) (the 2-D parts) or the DCGAN paper's (0.5, 0.999) (stacked digits),
@@ -52,7 +51,7 @@ NUM_MODES = {"ring8": 8, "grid25": 25}
 GRID_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
 GRID_BETA1 = (0.0, 0.5, 0.9)
 HQ_SUCCESS = 0.9  # %HQ a successful run needs (with every mode covered)
-STACKED_RECIPE = "dcgan-digits"
+STACKED_RECIPE = "dcgan-stacked"
 STACKED_SAMPLES = 26_000
 
 
@@ -176,7 +175,7 @@ def jobs_b(datasets: list[str], seeds: int, steps: int | None) -> list[dict]:
     return jobs
 
 
-def jobs_c(seeds: range, steps: int | None, pack: int) -> list[dict]:
+def jobs_c(seeds: range, steps: int | None, pack: int | None) -> list[dict]:
     data = "stacked-digits"
     recipes = (("baseline", baseline_recipe(STACKED_RECIPE, beta1=0.5, data=data)),
                ("stablegen", stablegen_recipe(STACKED_RECIPE, pack=pack, data=data)))
@@ -252,7 +251,7 @@ def main() -> None:
     p.add_argument("--grid-seeds", type=int, default=1, help="seeds per cell of the robustness grid (part b)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps of every run (default: the recipe's)")
     p.add_argument("--grid-steps", type=int, default=None, help="train.steps of part b (default: --steps)")
-    p.add_argument("--pack", type=int, default=4, help="PacGAN packing of stablegen's stacked-digits recipe")
+    p.add_argument("--pack", type=int, default=None, help="PacGAN packing of stablegen's stacked-digits recipe (default: the recipe's)")
     p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     p.add_argument("--methods", default="baseline,stablegen", help="comma list of baseline, stablegen")

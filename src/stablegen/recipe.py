@@ -86,6 +86,7 @@ class GuardConfig(Strict):
     window: int = Field(100, ge=10)  # steps in the running window of the z-scores
     z_threshold: float = Field(8.0, gt=0)  # robust z-score (median / MAD) that counts as an outlier
     patience: int = Field(3, ge=1)  # consecutive outlier steps before acting
+    spike_after: int = Field(500, ge=0)  # no loss-spike / gradient-explosion verdicts before this step
     saturation: Action = "rollback"  # GAN critic saturation with vanishing G gradient
     saturation_acc: float = Field(0.99, gt=0.5, le=1)  # critic accuracy that counts as saturated
     saturation_steps: int = Field(200, ge=1)  # ... held for this many steps

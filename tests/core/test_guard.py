@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from stablegen.api import build_method, seed_everything
 from stablegen.base import Batch, DataInfo, Method, Phase
 from stablegen.data import Dataset, load_dataset
-from stablegen.recipe import load_recipe
+from stablegen.recipe import GuardConfig, load_recipe
+from stablegen.train.guard import StabilityGuard
 from stablegen.train.loop import Trainer
 
 
@@ -49,7 +50,7 @@ def probe_trainer(tmp_path, **guard):
     recipe = load_recipe({"model": {"family": "gan"}, "data": {"name": "moons", "n": 512, "batch_size": 64},
                           "optim": {"main": {"lr": 1e-2}}},
                          {"train.steps": 300, "train.progress": False, "train.sample_every": 0,
-                          "train.checkpoint_every": 0, "guard.window": 20, "guard.snapshot_every": 20,
+                          "train.checkpoint_every": 0, "guard.window": 20, "guard.snapshot_every": 20, "guard.spike_after": 0,
                           "guard.check_every": 10, **{f"guard.{k}": v for k, v in guard.items()}})
     seed_everything(0, True)
     data = load_dataset(recipe.data)
@@ -59,6 +60,22 @@ def probe_trainer(tmp_path, **guard):
 
 def events(tmp_path):
     return [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+
+
+def test_no_spike_verdicts_during_the_opening_transient():
+    """A loss that jumps 10x at step 60 (a GAN's G loss as its critic learns) is no spike before
+    guard.spike_after; the same jump after it is one, after `patience` outlier steps."""
+    def feed(start):
+        g = StabilityGuard(GuardConfig(window=20, patience=2, spike_after=100))
+        gen = torch.Generator().manual_seed(0)
+        for step in range(start, start + 60):
+            g.allow_update(step, "g", torch.tensor(0.7 + 0.01 * torch.rand((), generator=gen).item()), torch.tensor(1.0))
+        return g, [g.allow_update(start + 60 + i, "g", torch.tensor(7.0), torch.tensor(1.0)) for i in range(2)]
+
+    early, allowed = feed(0)
+    assert early.events == [] and allowed == [True, True]
+    late, allowed = feed(100)
+    assert [e.detector for e in late.events] == ["loss_spike"] and allowed == [True, False]
 
 
 def test_loss_spike_rolls_back_with_lower_lr(tmp_path):
@@ -208,7 +225,7 @@ def test_torture_learning_rate_x30(tmp_path):
     """lr 30x the recipe's: the guard's outlier checks roll back and lower the lr."""
     recipe, data, method = _gan(tmp_path, {"train.steps": 400, "optim.d.lr": 6e-3, "optim.g.lr": 6e-3,
                                            "model.loss": "wgan", "model.r1_weight": 0.0, "model.pack": 1,
-                                           "guard.window": 20, "guard.z_threshold": 6.0})
+                                           "guard.window": 20, "guard.z_threshold": 6.0, "guard.spike_after": 0})
     plain = _plain_loop(copy.deepcopy(method), data, 400, 6e-3)
     t = Trainer(method, data, recipe, tmp_path)
     t.fit()

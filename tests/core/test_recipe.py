@@ -6,7 +6,7 @@ from stablegen.recipe import (DEFAULT_RECIPE, RecipeError, builtin_names, dump_r
 
 def test_every_builtin_validates_and_has_a_description():
     names = builtin_names()
-    assert {"gan-ring8", "gan-grid25", "dcgan-digits", "cgan-digits"} <= set(names)
+    assert {"gan-ring8", "gan-grid25", "dcgan-digits", "dcgan-stacked", "cgan-digits"} <= set(names)
     for name in names:
         r = load_recipe(name)
         assert r.name == name and r.description

@@ -96,7 +96,9 @@ class StabilityGuard:
                  raw: float | None = None, one_sided: bool = False) -> bool:
         window = self.windows.setdefault(key, deque(maxlen=self.cfg.window))
         z = robust_z(window, value)
-        hit = z > self.cfg.z_threshold if one_sided else abs(z) > self.cfg.z_threshold
+        # the opening transient (a GAN's G loss rising as its critic learns) is no spike: the
+        # window only gathers values before `spike_after`
+        hit = step >= self.cfg.spike_after and (z > self.cfg.z_threshold if one_sided else abs(z) > self.cfg.z_threshold)
         if not hit:
             self.outliers[key] = 0
             window.append(value)
