@@ -102,7 +102,8 @@ class GAN(Method):
     def _labels(self, batch: Batch) -> Tensor | None:
         return batch.y if self.cfg.conditional else None
 
-    def latent(self, b: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+    def latent(self, b: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:
         """b latent codes, (b, z_dim), from the configured prior."""
         dev = self.device if device is None else device
         if self.cfg.latent == "uniform":

@@ -98,7 +98,8 @@ class StabilityGuard:
         z = robust_z(window, value)
         # the opening transient (a GAN's G loss rising as its critic learns) is no spike: the
         # window only gathers values before `spike_after`
-        hit = step >= self.cfg.spike_after and (z > self.cfg.z_threshold if one_sided else abs(z) > self.cfg.z_threshold)
+        outlier = z > self.cfg.z_threshold if one_sided else abs(z) > self.cfg.z_threshold
+        hit = outlier and step >= self.cfg.spike_after
         if not hit:
             self.outliers[key] = 0
             window.append(value)
