@@ -258,19 +258,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    parts = [s.strip() for s in args.part.split(",") if s.strip()]
-    bad = [s for s in parts if s not in ("a", "b", "c")]
-    if bad:
-        p.error(f"--part: unknown part(s) {bad}; choose from a, b, c")
-    datasets = [s.strip() for s in args.data.split(",") if s.strip()]
-    bad = [s for s in datasets if s not in MIXTURE_RECIPES]
-    if bad:
-        p.error(f"--data: unknown mixture(s) {bad}; choose from {', '.join(MIXTURE_RECIPES)}")
 
-    methods = [s.strip() for s in args.methods.split(",") if s.strip()]
-    bad = [s for s in methods if s not in ("baseline", "stablegen")]
-    if bad:
-        p.error(f"--methods: unknown method(s) {bad}; choose from baseline, stablegen")
+    def comma_list(flag: str, value: str, allowed) -> list[str]:
+        items = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in items if s not in allowed]
+        if bad:
+            p.error(f"{flag}: unknown value(s) {bad}; choose from {', '.join(allowed)}")
+        return items
+
+    parts = comma_list("--part", args.part, ("a", "b", "c"))
+    datasets = comma_list("--data", args.data, tuple(MIXTURE_RECIPES))
+    methods = comma_list("--methods", args.methods, ("baseline", "stablegen"))
 
     jobs: list[dict] = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)

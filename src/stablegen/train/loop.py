@@ -139,7 +139,8 @@ class Trainer:
                     loss, logs = phase.loss(batch, step)
                     loss = loss.float().mean()
                 opt.zero_grad(set_to_none=True)
-                # only this phase's leaves: a GAN's G phase does not fill D's gradients
+                # only this phase's leaves (a GAN's G phase does not fill D's gradients), read each
+                # step so that a parameter frozen mid-run is left out
                 self.scaler.scale(loss).backward(inputs=[p for p in phase.params if p.requires_grad])
                 if self.world > 1:
                     loss = distributed.average_gradients(phase.params, loss)
