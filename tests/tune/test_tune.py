@@ -89,7 +89,10 @@ def test_grid_needs_finite_values():
 def test_builtin_space_fits_its_recipe(tmp_path):
     obj = Objective("gan-grid25", load_space("gan-grid25"), "reverse_kl", None, tmp_path, prune=True)
     assert obj.direction == "minimize"
-    assert obj.baseline() == {"optim.g.lr": 1e-3, "optim.d.lr": 2e-3, "optim.g.betas.0": 0.5, "model.loss": "ns"}
+    recipe = load_recipe("gan-grid25")  # trial 0 is the recipe's own values, whatever they are now
+    assert obj.baseline() == {"optim.g.lr": recipe.optim["g"].lr, "optim.d.lr": recipe.optim["d"].lr,
+                              "optim.g.betas.0": recipe.optim["g"].betas[0], "model.loss": recipe.model.loss}
+    assert obj.baseline()["model.loss"] == "lsgan"
 
 
 def test_values_become_overrides(tmp_path):
