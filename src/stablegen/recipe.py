@@ -50,8 +50,11 @@ class OptimConfig(Strict):
     momentum: float = Field(0.0, ge=0)  # sgd / rmsprop momentum
     clip: float | None = Field(None, gt=0)  # max global gradient norm of the phase (None: no clip)
     warmup: int = Field(0, ge=0)  # linear warmup steps
-    schedule: Literal["constant", "cosine"] = "constant"  # after warmup
-    min_lr: float = Field(0.0, ge=0)  # cosine floor, as a fraction of lr
+    schedule: Literal["constant", "cosine", "wsd"] = "constant"  # after warmup (wsd: constant, then cosine cooldown)
+    decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd: share of the steps spent in the cooldown
+    min_lr: float = Field(0.0, ge=0)  # cosine / wsd floor, as a fraction of lr
+    lookahead: int = Field(0, ge=0)  # Lookahead every k steps (0: off); on both GAN players: Lookahead-minmax
+    lookahead_alpha: float = Field(0.5, gt=0, le=1)  # Lookahead: step of the slow weights toward the fast
 
 
 class TrainConfig(Strict):

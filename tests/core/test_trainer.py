@@ -25,7 +25,8 @@ def _weights(run_dir):
 def test_resume_is_bitwise_exact(tmp_path):
     """200 steps == 100 steps, interrupted, resumed, 100 more (CPU, deterministic)."""
     ov = tiny({"train.steps": 200, "train.ema": 0.9, "model.width": 16, "data.batch_size": 32,
-               "train.checkpoint_every": 0, "optim.d.schedule": "cosine", "optim.g.warmup": 30})
+               "train.checkpoint_every": 0, "optim.d.schedule": "cosine", "optim.g.warmup": 30,
+               "optim.g.lookahead": 7})  # 100 is no multiple of 7: Lookahead's count must travel too
     sg.train("gan-ring8", ov, run_dir=tmp_path / "full")
     part = sg.train("gan-ring8", ov, run_dir=tmp_path / "split", stop_at=100)
     assert part.status == "interrupted"
@@ -91,6 +92,16 @@ def test_lr_warmup_and_cosine_schedule(tmp_path):
     assert lrs[5] == pytest.approx(1e-3 * 6 / 10)  # warmup: (step + 1) / warmup after 5 scheduler steps
     assert lrs[100] == pytest.approx(1e-4, rel=1e-3)  # cosine floor: min_lr * lr
     assert lrs[55] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 45 / 90))), rel=1e-3)
+
+
+def test_wsd_schedule_is_constant_then_cools_down(tmp_path):
+    run = sg.train("gan-ring8", tiny({"train.steps": 100, "optim.g.schedule": "wsd", "optim.g.decay_fraction": 0.3,
+                                      "optim.g.lr": 1e-3, "train.log_every": 5}), run_dir=tmp_path / "r")
+    lrs = {r["step"]: r["lr/g"] for r in map(json.loads, (run.run_dir / "metrics.jsonl").read_text().splitlines())
+           if "lr/g" in r}
+    assert lrs[5] == lrs[70] == 1e-3  # stable for the first 70 % of the steps
+    assert lrs[85] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 15 / 30)), rel=1e-6)  # cosine cooldown
+    assert lrs[100] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ttur_gives_each_phase_its_own_learning_rate(tmp_path):

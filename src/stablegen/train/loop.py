@@ -29,6 +29,7 @@ from .ema import EMA
 from . import distributed
 from .guard import ACTION_RANK, Event, StabilityGuard
 from .logging import JsonlLog, TensorBoard
+from .lookahead import lookahead_step
 from .schedule import lr_factor
 
 
@@ -69,7 +70,7 @@ class Trainer:
         self.scheds = {
             p.name: torch.optim.lr_scheduler.LambdaLR(self.optims[p.name], lr_factor(
                 recipe.optim[p.name].warmup, tc.steps, recipe.optim[p.name].schedule,
-                recipe.optim[p.name].min_lr, lambda: self.guard.lr_scale))
+                recipe.optim[p.name].min_lr, lambda: self.guard.lr_scale, recipe.optim[p.name].decay_fraction))
             for p in self.phases
         }
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaled)
@@ -132,7 +133,7 @@ class Trainer:
 
     def _train_step(self, step: int) -> None:
         for phase in self.phases:
-            opt, clip = self.optims[phase.name], self.recipe.optim[phase.name].clip
+            opt, ocfg = self.optims[phase.name], self.recipe.optim[phase.name]
             for _ in range(phase.repeats):
                 batch = self.loader.next()
                 with self._autocast():
@@ -146,10 +147,12 @@ class Trainer:
                     loss = distributed.average_gradients(phase.params, loss)
                 self.scaler.unscale_(opt)
                 grads = [p.grad for p in phase.params if p.grad is not None]
-                norm = (torch.nn.utils.clip_grad_norm_(phase.params, clip) if clip
+                norm = (torch.nn.utils.clip_grad_norm_(phase.params, ocfg.clip) if ocfg.clip
                         else torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device))
                 if self.guard.allow_update(step, phase.name, loss, norm):
                     self.scaler.step(opt)
+                    if ocfg.lookahead:
+                        lookahead_step(opt, ocfg.lookahead, ocfg.lookahead_alpha)
                 self.scaler.update()
             self.scheds[phase.name].step()
             self.last[f"loss/{phase.name}"] = loss.detach()

@@ -1,0 +1,60 @@
+"""Lookahead / Lookahead-minmax (train/lookahead.py): the slow-weight update of Zhang et al. (2019)
+by hand, its effect on a bilinear min-max game (Chavdarova et al. 2021), and the recipe switch."""
+
+import pytest
+import torch
+
+import stablegen as sg
+from stablegen.train.lookahead import lookahead_step
+
+
+def test_slow_weights_follow_the_paper_update():
+    """SGD on f(w) = w^2 / 2 (w <- (1 - lr) w), k = 3, alpha = 0.5, by hand."""
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = torch.optim.SGD([w], lr=0.1)
+    fast = []
+    for _ in range(7):
+        opt.zero_grad()
+        (w ** 2 / 2).sum().backward()
+        opt.step()
+        lookahead_step(opt, k=3, alpha=0.5)
+        fast.append(float(w.detach()))
+    # slow starts at the weights after step 1 (0.9); steps 2-4 go 0.81, 0.729, 0.6561 and the
+    # sync after step 4 sets w = 0.9 + 0.5 * (0.6561 - 0.9) = 0.77805
+    assert fast[:3] == pytest.approx([0.9, 0.81, 0.729])
+    assert fast[3] == pytest.approx(0.77805)
+    assert fast[6] == pytest.approx(0.77805 + 0.5 * (0.77805 * 0.9 ** 3 - 0.77805))
+
+
+def test_lookahead_minmax_damps_a_bilinear_game():
+    """min_x max_y x*y: simultaneous gradient steps spiral outward (|(x, y)| grows by
+    sqrt(1 + lr^2) per step), Lookahead on both players contracts toward the equilibrium (0, 0)."""
+
+    def play(k: int) -> float:
+        x, y = torch.nn.Parameter(torch.tensor(1.0)), torch.nn.Parameter(torch.tensor(1.0))
+        ox, oy = torch.optim.SGD([x], lr=0.1), torch.optim.SGD([y], lr=0.1)
+        for _ in range(1000):
+            ox.zero_grad(), oy.zero_grad()
+            (x * y).backward()
+            y.grad.neg_()  # y ascends
+            ox.step(), oy.step()
+            if k:
+                lookahead_step(ox, k, 0.5), lookahead_step(oy, k, 0.5)
+        return float(torch.hypot(x.detach(), y.detach()))
+
+    assert play(0) > 100  # sqrt(2) * 1.005^1000 ~ 210: spirals outward
+    assert play(5) < 0.1  # converges to the equilibrium
+
+
+def test_recipe_switch_keeps_slow_weights_in_the_optimizer_state(tmp_path):
+    run = sg.train("gan-ring8", {"train.steps": 12, "train.progress": False, "train.sample_every": 0,
+                                 "train.threads": 1, "optim.d.lookahead": 5, "optim.g.lookahead": 5,
+                                 "train.checkpoint_every": 0}, run_dir=tmp_path / "r")
+    assert run.status == "finished"
+    from safetensors.torch import load_file
+    ckpt = load_file(str(sorted((tmp_path / "r" / "checkpoints").glob("*.safetensors"))[-1]))
+    slow = [k for k in ckpt if k.endswith("lookahead_slow")]
+    counts = {float(ckpt[k]) for k in ckpt if k.endswith("lookahead_count")}
+    assert slow and counts == {11.0}  # 12 steps: the first starts the slow copy, 11 counted since
+    with pytest.raises(sg.RecipeError, match="lookahead_alpha"):
+        sg.train("gan-ring8", {"train.steps": 1, "optim.g.lookahead_alpha": 1.5}, run_dir=tmp_path / "bad")
