@@ -20,13 +20,15 @@ def lookahead_step(optimizer: torch.optim.Optimizer, k: int, alpha: float) -> No
     the weights after the first step."""
     for group in optimizer.param_groups:
         for p in group["params"]:
+            if p.grad is None:  # not stepped: leave its state to the inner optimizer's lazy init
+                continue
             state = optimizer.state[p]
             if "lookahead_slow" not in state:
                 state["lookahead_slow"] = p.detach().clone()
-                state["lookahead_count"] = torch.zeros(())  # float32, like Adam's step: load_state_dict casts to it
+                state["lookahead_count"] = 0  # a plain int: no host sync; checkpoints keep it in JSON
                 continue
             state["lookahead_count"] += 1
-            if int(state["lookahead_count"]) % k == 0:
+            if state["lookahead_count"] % k == 0:
                 slow = state["lookahead_slow"]
                 slow.add_(p - slow, alpha=alpha)
                 p.copy_(slow)
