@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stablegen.data.toys import mixture_means
 from stablegen.metrics.mixtures import mixture_metrics
 from stablegen.recipe import load_recipe
 
@@ -61,7 +62,7 @@ def main() -> None:
                 f.flush()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    modes = {"ring8": 8, "grid25": 25}[load_recipe(args.recipe).data.name]
+    modes = len(mixture_means(load_recipe(args.recipe).data.name))
     print(f"wrote {out}\n\n| seed | modes | %HQ | reverse KL | `stablegen train` wall s | guard rollbacks |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['seed']} | {r['modes']:.0f}/{modes} | {100 * r['hq']:.1f} | {r['reverse_kl']:.3f} | "

@@ -68,9 +68,8 @@ class Trainer:
         scaled = tc.precision == "fp16" and tc.grad_scaler
         self.guard = StabilityGuard(recipe.guard, uses_scaler=scaled)
         self.scheds = {
-            p.name: torch.optim.lr_scheduler.LambdaLR(self.optims[p.name], lr_factor(
-                recipe.optim[p.name].warmup, tc.steps, recipe.optim[p.name].schedule,
-                recipe.optim[p.name].min_lr, lambda: self.guard.lr_scale, recipe.optim[p.name].decay_fraction))
+            p.name: torch.optim.lr_scheduler.LambdaLR(
+                self.optims[p.name], lr_factor(recipe.optim[p.name], tc.steps, lambda: self.guard.lr_scale))
             for p in self.phases
         }
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaled)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from ..recipe import OptimConfig
 
-def lr_factor(warmup: int, total: int, schedule: str, min_lr: float, scale: Callable[[], float],
-              decay_fraction: float = 0.2) -> Callable[[int], float]:
-    """A LambdaLR multiplier: step -> factor of the peak learning rate."""
-    decay_from = warmup if schedule == "cosine" else max(warmup, total - round(decay_fraction * total))
+
+def lr_factor(cfg: OptimConfig, total: int, scale: Callable[[], float]) -> Callable[[int], float]:
+    """A LambdaLR multiplier for one phase's optimizer: step -> factor of the peak learning rate."""
+    warmup, schedule, min_lr = cfg.warmup, cfg.schedule, cfg.min_lr
+    decay_from = warmup if schedule == "cosine" else max(warmup, total - round(cfg.decay_fraction * total))
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
