@@ -52,7 +52,7 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 def _sample_kwargs(args: argparse.Namespace) -> dict:
     kw = {}
-    for key in ("sampler", "steps", "guidance", "temperature", "eta"):
+    for key in ("sampler", "steps", "guidance", "temperature", "eta", "truncate"):
         value = getattr(args, key, None)
         if value is not None:
             kw[key] = value
@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale")
     s.add_argument("--eta", type=float, help="DDIM eta")
     s.add_argument("--temperature", type=float, help="flows: sampling temperature")
+    s.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=None,
+                   help="GANs: Jacobian truncation on / off (default: the recipe's model.truncation)")
     s.set_defaults(func=_cmd_sample)
 
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json into it")

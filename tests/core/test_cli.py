@@ -22,6 +22,12 @@ def test_train_sample_eval(tmp_path, capsys):
     assert main(["sample", str(run), "-n", "100", "-o", str(tmp_path / "x.npy"), "--seed", "1"]) == 0
     x = np.load(tmp_path / "x.npy")
     assert x.shape == (100, 2) and x.dtype == np.float32
+    # gan-ring8 samples with Jacobian truncation; --no-truncate gives the raw generator's draws
+    assert main(["sample", str(run), "-n", "100", "-o", str(tmp_path / "raw.npy"), "--seed", "1", "--no-truncate"]) == 0
+    from stablegen.api import open_run
+
+    raw = open_run(run).sample(100, seed=1, truncate=False).numpy()
+    assert np.array_equal(np.load(tmp_path / "raw.npy"), raw) and not np.array_equal(x, raw)
     assert main(["sample", str(run), "-n", "16", "-o", str(tmp_path / "g.png"), "--no-ema"]) == 0
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["eval", str(run), "--metrics", "modes", "--n", "500"]) == 0

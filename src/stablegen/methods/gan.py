@@ -9,10 +9,12 @@ Regularizers and tricks, each a switch of GanConfig:
   gradient penalty (WGAN-GP, Gulrajani et al. 2017), R1 / R2 (Mescheder et al. 2018) with the
   lazy interval of StyleGAN2 (Karras et al. 2020), spectral norm (Miyato et al. 2018), one-sided
   label smoothing (Salimans et al. 2016), instance noise (Sønderby et al. 2017), minibatch
-  stddev (Karras et al. 2018), PacGAN packing (Lin et al. 2018), n_critic, TTUR (Heusel et al.
+  stddev (Karras et al. 2018), PacGAN packing (Lin et al. 2018), top-k generator updates
+  (Sinha et al. 2020, "Top-k Training of GANs"), n_critic, TTUR (Heusel et al.
   2017: separate optim.g / optim.d learning rates), EMA generator (Yazıcı et al. 2019; the
   trainer's EMA over ema_parameters()), DiffAugment / ADA, and class-conditional G with a
-  projection D (Miyato & Koyama 2018).
+  projection D (Miyato & Koyama 2018). Sampling may reject the latents G stretches most
+  (Jacobian truncation, jacobian_truncation.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..data.augment import ada_adjust, check_policy, diff_augment
 from ..nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ..nets.mlp import MLPCritic, MLPGenerator
 from ..nets.resnet import ResNetDiscriminator, ResNetGenerator
+from .jacobian_truncation import truncated_latents
 
 GanLoss = Literal["ns", "hinge", "wgan", "lsgan"]
 
@@ -55,12 +58,17 @@ class GanConfig(BaseModel):
     instance_noise_steps: int = Field(0, ge=0)  # anneal that std linearly to 0 (0 = constant)
     mbstd: bool = False  # minibatch standard-deviation feature in the critic
     pack: int = Field(1, ge=1)  # PacGAN: the critic judges `pack` samples at once
+    topk: float = Field(1.0, gt=0, le=1)  # top-k: least share of fakes G learns from (1 = off)
+    topk_decay: float = Field(0.99, gt=0, le=1)  # top-k: the share shrinks by this factor ...
+    topk_interval: int = Field(100, ge=1)  # ... every this many steps, down to `topk`
     conditional: bool = False  # class-conditional G and projection D (needs data.labels)
     augment: Literal["none", "diffaugment", "ada"] = "none"  # differentiable augmentation
     augment_policy: str = "color,translation,cutout"  # DiffAugment / ADA ops
     ada_target: float = Field(0.6, gt=0, lt=1)  # ADA target of r_t = E[sign(D(real))]
     ada_interval: int = Field(4, ge=1)  # steps between ADA updates of p
     ada_speed: int = Field(20_000, ge=1)  # images for p to move from 0 to 1
+    truncation: Literal["none", "jacobian"] = "none"  # sampling: drop the latents G stretches most
+    truncation_ratio: float = Field(100.0, gt=1)  # ... those whose volume element > ratio x median
 
 
 def pack_samples(x: Tensor, pack: int) -> Tensor:
@@ -187,7 +195,17 @@ class GAN(Method):
             loss = 0.5 * (d_fake - 1) ** 2
         else:  # hinge, wgan
             loss = -d_fake
+        keep = self.topk_share(step)
+        if keep < 1:  # the generator learns only from the fakes the critic rates most real
+            k = max(1, math.ceil(keep * d_fake.shape[0]))
+            return loss[d_fake.detach().topk(k).indices], {"topk": torch.tensor(keep)}
         return loss, {}
+
+    def topk_share(self, step: int) -> float:
+        """Top-k training (Sinha et al. 2020, Alg. 1): the share k / B of each generator batch
+        that contributes to G's loss, gamma^(step // interval) floored at nu = `topk`."""
+        c = self.cfg
+        return 1.0 if c.topk >= 1 else max(c.topk, c.topk_decay ** (step // c.topk_interval))
 
     @property
     def needs_double_backward(self) -> bool:
@@ -230,16 +248,24 @@ class GAN(Method):
     # ---- sampling ----------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
-               batch_size: int = 1000, **kw) -> Tensor:
+               batch_size: int = 1000, truncate: bool | None = None, **kw) -> Tensor:
+        """n samples; `truncate` (default: the recipe's model.truncation) applies Jacobian
+        truncation, `truncate=False` gives the raw generator's samples."""
         if kw:
-            raise TypeError(f"GAN sampling takes no options {sorted(kw)}; it has labels= and batch_size=")
+            raise TypeError(f"GAN sampling takes no options {sorted(kw)}; it has labels=, batch_size= and truncate=")
+        truncate = self.cfg.truncation == "jacobian" if truncate is None else truncate
+        if truncate and self.cfg.conditional:
+            raise ValueError("Jacobian truncation is for unconditional GANs (model.conditional=false)")
         was_training = self.G.training
         self.G.eval()
-        out = []
         dev = self.device
+        if truncate:
+            z_all = truncated_latents(self.G, lambda b: self.latent(b, generator, device="cpu").to(dev), n,
+                                      self.cfg.truncation_ratio)
+        out = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            z = self.latent(b, generator, device="cpu").to(dev)
+            z = z_all[start : start + b] if truncate else self.latent(b, generator, device="cpu").to(dev)
             y = None
             if self.cfg.conditional:
                 y = (labels[start : start + b] if labels is not None
@@ -258,6 +284,8 @@ def grad_norm_sq(out: Tensor, inp: Tensor) -> Tensor:
 def build(cfg: GanConfig, info: DataInfo) -> GAN:
     if cfg.conditional and not info.num_classes:
         raise ValueError("model.conditional=true needs labelled data: set data.labels=true")
+    if cfg.conditional and cfg.truncation != "none":
+        raise ValueError("model.truncation=jacobian is for unconditional GANs; set model.conditional=false")
     if cfg.conditional and cfg.pack > 1:
         raise ValueError("model.pack > 1 cannot be combined with model.conditional=true")
     if cfg.augment != "none" and info.kind != "image":
