@@ -85,6 +85,11 @@ class Method(nn.Module, abc.ABC):
         """n samples in data space (no gradient)."""
 
     # ---- optional capabilities -------------------------------------------------------
+    def monitor_sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Samples for the guard's diversity check: what training produced, without any
+        sampling-time filtering (GANs skip Jacobian truncation here)."""
+        return self.sample(n, generator=generator)
+
     def log_prob(self, x: Tensor) -> Tensor:
         raise MissingCapability(f"{type(self).__name__} has no log_prob")
 

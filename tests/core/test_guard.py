@@ -138,6 +138,39 @@ def test_mode_collapse_by_sample_diversity(tmp_path):
     assert ev and ev[0].evidence["diversity_ratio"] < 0.05
 
 
+def test_a_generator_that_has_not_spread_out_gets_one_warning_and_no_rollback(tmp_path):
+    # the probe's samples are lin(z); with zero weights they are one point from the start: a
+    # rollback could only return to that, so the guard warns once and the run goes on
+    t = probe_trainer(tmp_path, collapse="rollback", collapse_after=0, patience=2, spike="warn", explosion="warn")
+    with torch.no_grad():
+        t.method.lin.weight.zero_()
+    t.method.lin.weight.requires_grad_(False)
+    assert t.fit() == "finished"
+    ev = [e for e in t.guard.events if e.detector == "mode_collapse"]
+    assert len(ev) == 1 and ev[0].action == "warn" and "not spread out" in ev[0].message
+    assert t.guard.rollbacks == 0
+
+
+def test_after_a_rollback_diversity_is_judged_from_the_restored_state():
+    """A rollback to a snapshot taken before the generator spread out must not read the slower
+    re-growth as a collapse (which would roll back again, halve the learning rate again, and
+    spend the budget on a generator that is fine)."""
+    g = StabilityGuard(GuardConfig(collapse="rollback", collapse_ratio=0.3, patience=2))
+    g.check_health(600, {}, 0.1)
+    g.on_snapshot()  # the snapshot's generator: 0.1 of the data's diversity
+    for step, r in ((650, 0.5), (700, 0.8), (750, 0.9)):
+        g.check_health(step, {}, r)
+    assert g.events == []
+    g.on_rollback()  # e.g. for a loss spike: back to the state of step 600
+    assert g.peak_diversity == pytest.approx(0.1)
+    for step, r in ((650, 0.15), (700, 0.2), (750, 0.25)):  # re-growing, at the lower learning rate
+        g.check_health(step, {}, r)
+    assert [e.action for e in g.events] == ["warn"] and g.take_verdict() is None
+    for step, r in ((800, 0.6), (850, 0.1), (900, 0.1)):  # spread out, then fell: a collapse
+        g.check_health(step, {}, r)
+    assert [e.action for e in g.events] == ["warn", "rollback"] and g.events[-1].evidence["peak"] == 0.6
+
+
 def test_posterior_collapse_hook(tmp_path):
     t = probe_trainer(tmp_path)
     t.method.fake_health["active_fraction"] = 0.0

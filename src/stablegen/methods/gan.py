@@ -246,6 +246,9 @@ class GAN(Method):
         return list(self.G.parameters())
 
     # ---- sampling ----------------------------------------------------------------------
+    def monitor_sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample(n, generator=generator, truncate=False)
+
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None,
                batch_size: int = 1000, truncate: bool | None = None, **kw) -> Tensor:

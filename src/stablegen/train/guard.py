@@ -7,7 +7,9 @@ Detectors (each raises a typed Event with its evidence):
                    Iglewicz & Hoaglin 1993) above z_threshold for `patience` steps
   grad_explosion   the same on log gradient norms
   d_saturation     GAN critic accuracy >= saturation_acc held for saturation_steps
-  mode_collapse    sample diversity (mean pairwise distance) below collapse_ratio x the data's
+  mode_collapse    sample diversity (mean pairwise distance) falls below collapse_ratio x the
+                   data's after having reached it (since the state the weights came from); a
+                   generator that has not spread out yet gets one warning, never a rollback
   posterior_collapse  a VAE's share of active latent units below min_active_fraction
 Actions: warn, skip (the update), rollback (to the last good in-memory snapshot, with the
 learning rate times lr_factor and GP / R1 weights times reg_factor), stop (with a diagnosis).
@@ -64,6 +66,10 @@ class StabilityGuard:
         self.outliers: dict[str, int] = {}
         self.saturated_checks = 0
         self.collapsed_checks = 0
+        self.diversity: float | None = None  # the last diversity ratio measured
+        self.peak_diversity = 0.0  # its highest value since the state the weights came from
+        self.snapshot_diversity: float | None = None  # the ratio when the last snapshot was taken
+        self.unspread_warned = False  # the "not spread out yet" warning is given once
         self.new_events: list[Event] = []
 
     # ---- per update ------------------------------------------------------------------------
@@ -133,13 +139,31 @@ class StabilityGuard:
                               f"only {health['active_fraction']:.0%} of latent units are active: the "
                               "decoder ignores the latent (try KL annealing or free bits)",
                               {"active_fraction": health["active_fraction"]}))
+        if diversity_ratio is not None:
+            self.diversity = diversity_ratio
+            self.peak_diversity = max(self.peak_diversity, diversity_ratio)
         low = diversity_ratio is not None and diversity_ratio < cfg.collapse_ratio
         self.collapsed_checks = self.collapsed_checks + 1 if low else 0
         if low and self.collapsed_checks >= cfg.patience:
             self.collapsed_checks = 0
-            self._raise(Event(step, "mode_collapse", cfg.collapse,
-                              f"sample diversity fell to {diversity_ratio:.2f} of the data's "
-                              f"(threshold {cfg.collapse_ratio})", {"diversity_ratio": diversity_ratio}))
+            if self.peak_diversity >= cfg.collapse_ratio:  # it fell: a collapse
+                self._raise(Event(step, "mode_collapse", cfg.collapse,
+                                  f"sample diversity fell to {diversity_ratio:.2f} of the data's (threshold "
+                                  f"{cfg.collapse_ratio}; it had reached {self.peak_diversity:.2f})",
+                                  {"diversity_ratio": diversity_ratio, "peak": self.peak_diversity}))
+            elif not self.unspread_warned:
+                # Never spread out since the state the weights came from (a generator still
+                # growing from its initial blob, or one collapsed from the start): a rollback
+                # would return to a state no better, so say it once and act no further.
+                self.unspread_warned = True
+                self._raise(Event(step, "mode_collapse", "warn",
+                                  f"sample diversity is {diversity_ratio:.2f} of the data's and has not "
+                                  f"reached {cfg.collapse_ratio} yet: the generator has not spread out "
+                                  "(no rollback: there is no more diverse state to return to)",
+                                  {"diversity_ratio": diversity_ratio, "peak": self.peak_diversity}))
+
+    def on_snapshot(self) -> None:
+        self.snapshot_diversity = self.diversity
 
     # ---- decisions -------------------------------------------------------------------------
     def _raise(self, event: Event) -> None:
@@ -164,6 +188,9 @@ class StabilityGuard:
         self.skips_in_row = 0
         self.saturated_checks = 0
         self.collapsed_checks = 0
+        # the restored weights are as diverse as they were at the snapshot, not at the peak since
+        self.diversity = self.snapshot_diversity
+        self.peak_diversity = self.snapshot_diversity or 0.0
         for key in self.outliers:
             self.outliers[key] = 0
 
@@ -181,7 +208,9 @@ class StabilityGuard:
     def state_dict(self) -> dict:
         return {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "skips_in_row": self.skips_in_row,
                 "overflows": self.overflows, "saturated_checks": self.saturated_checks,
-                "collapsed_checks": self.collapsed_checks,
+                "collapsed_checks": self.collapsed_checks, "diversity": self.diversity,
+                "peak_diversity": self.peak_diversity, "snapshot_diversity": self.snapshot_diversity,
+                "unspread_warned": self.unspread_warned,
                 "windows": {k: list(v) for k, v in self.windows.items()}, "outliers": dict(self.outliers),
                 "events": [e.to_json() for e in self.events]}
 
@@ -190,6 +219,11 @@ class StabilityGuard:
         self.skips_in_row, self.overflows = int(state["skips_in_row"]), int(state["overflows"])
         self.saturated_checks = int(state["saturated_checks"])
         self.collapsed_checks = int(state["collapsed_checks"])
+        # checkpoints written before the diversity peak was kept: treat the run as spread out
+        self.diversity = state.get("diversity")
+        self.peak_diversity = float(state.get("peak_diversity", 1.0))
+        self.snapshot_diversity = state.get("snapshot_diversity")
+        self.unspread_warned = bool(state.get("unspread_warned", False))
         self.windows = {k: deque(v, maxlen=self.cfg.window) for k, v in state["windows"].items()}
         self.outliers = dict(state["outliers"])
         self.events = [Event(**e) for e in state["events"]]

@@ -205,7 +205,7 @@ class Trainer:
         if self.real_diversity is None:
             idx = torch.randperm(len(self.data), generator=g)[:256]
             self.real_diversity = float(mean_pairwise_distance(self.data.x[idx].flatten(1).float()))
-        fake = self.method.sample(256, generator=g)
+        fake = self.method.monitor_sample(256, generator=g)
         return float(mean_pairwise_distance(fake.flatten(1).float().cpu())) / max(self.real_diversity, 1e-12)
 
     def save_samples(self, step: int | str) -> Path:
@@ -286,6 +286,7 @@ class Trainer:
 
     def _take_snapshot(self) -> None:
         self.snapshot = copy.deepcopy(self._state())
+        self.guard.on_snapshot()
 
     def _rollback(self) -> None:
         """Back to the last good snapshot, with a lower learning rate (and, where the method
