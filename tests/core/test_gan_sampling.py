@@ -61,10 +61,11 @@ def test_gan_sampling_truncates_by_default_and_not_when_asked():
     assert torch.allclose(x, m.G(z))
 
 
-def test_truncation_is_refused_for_conditional_gans():
+def test_truncation_is_refused_for_conditional_and_image_gans():
     with pytest.raises(ValueError, match="unconditional"):
-        build(GanConfig(net="dcgan", conditional=True, truncation="jacobian"),
-              DataInfo("digits", "image", (1, 8, 8), num_classes=10))
+        build(GanConfig(conditional=True, truncation="jacobian"), DataInfo("toy", "vector", (2,), num_classes=3))
+    with pytest.raises(ValueError, match="needs net=mlp"):
+        build(GanConfig(net="dcgan", truncation="jacobian"), DataInfo("digits", "image", (1, 8, 8)))
 
 
 def test_topk_generator_loss_keeps_the_fakes_rated_most_real():

@@ -287,6 +287,9 @@ def grad_norm_sq(out: Tensor, inp: Tensor) -> Tensor:
 def build(cfg: GanConfig, info: DataInfo) -> GAN:
     if cfg.conditional and not info.num_classes:
         raise ValueError("model.conditional=true needs labelled data: set data.labels=true")
+    if cfg.truncation != "none" and cfg.net != "mlp":
+        raise ValueError(f"model.truncation={cfg.truncation!r} needs net=mlp (vector data): it takes the "
+                         f"generator's Jacobian per sample, too large for the image nets (net={cfg.net})")
     if cfg.conditional and cfg.truncation != "none":
         raise ValueError("model.truncation=jacobian is for unconditional GANs; set model.conditional=false")
     if cfg.conditional and cfg.pack > 1:

@@ -9,7 +9,8 @@ on the generator's manifold. Tanielian et al. reject the latents with the larges
 Frobenius norm at a fixed rejection rate; here a latent is rejected when its volume element
 exceeds `ratio` times the median over a burn-in of latents, so a generator without bridges loses
 little, and a mode that G reaches from a small latent region (uniformly stretched, not torn) is
-kept. The cost is z_dim forward-mode passes per candidate: meant for low-dimensional latents.
+kept. The cost is z_dim forward-mode passes per candidate, so it is offered for the MLP
+generators of vector data (the toys) and refused for the image nets.
 """
 
 from __future__ import annotations
