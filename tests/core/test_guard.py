@@ -89,6 +89,19 @@ def test_loss_spike_rolls_back_with_lower_lr(tmp_path):
     assert t.scheds["main"].get_last_lr()[0] == pytest.approx(0.5e-2)
 
 
+def test_no_snapshot_is_taken_inside_a_spike_and_the_rollback_goes_before_it(tmp_path):
+    # outliers at steps 199-201 (patience 3): the snapshot due at step 200 would hold the
+    # spiking state, so it waits; the rollback at 201 returns to step 180, and the run recovers
+    t = probe_trainer(tmp_path, spike="rollback", explosion="warn", patience=3)
+    for s in (199, 200, 201):
+        t.method.scale[s] = 1e4
+    t.fit(stop_at=200)
+    assert t.snapshot["step"] == 180 and t.snapshot_due and not t.guard.healthy()
+    assert t.fit() == "finished"
+    ev = [e for e in events(tmp_path) if e["detector"] == "loss_spike"]
+    assert [(e["step"], e["action"]) for e in ev] == [(201, "rollback")] and t.guard.rollbacks == 1
+
+
 def test_gradient_explosion_update_is_vetoed(tmp_path):
     t = probe_trainer(tmp_path, spike="warn", explosion="skip", patience=1)
     t.method.scale[100] = 1e6

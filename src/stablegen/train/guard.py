@@ -162,6 +162,13 @@ class StabilityGuard:
                                   "(no rollback: there is no more diverse state to return to)",
                                   {"diversity_ratio": diversity_ratio, "peak": self.peak_diversity}))
 
+    def healthy(self) -> bool:
+        """No detector is part-way to a verdict, so the current state may serve as a rollback
+        target (a snapshot taken inside a loss spike's patience window would be rolled back to
+        and spike again at once)."""
+        collapsing = self.collapsed_checks > 0 and self.peak_diversity >= self.cfg.collapse_ratio
+        return self.pending is None and self.skips_in_row == 0 and not collapsing and not any(self.outliers.values())
+
     def on_snapshot(self) -> None:
         self.snapshot_diversity = self.diversity
 

@@ -77,6 +77,7 @@ class Trainer:
         self.loader = InfiniteLoader(data, recipe.data.batch_size, tc.seed, self.device, rank, world)
         self.step = 0
         self.snapshot: dict | None = None
+        self.snapshot_due = False  # a snapshot is due and waits for a step with no detector part-way
         self.started = time.time()
         self.elapsed_before = 0.0
         self.last: dict[str, Tensor] = {}
@@ -173,7 +174,9 @@ class Trainer:
             self.guard.check_health(step, health, ratio)
         if step % tc.log_every == 0 and self.is_main:
             self._log(step)
-        if gc.enabled and step % gc.snapshot_every == 0 and not self.guard.pending:
+        if gc.enabled and step % gc.snapshot_every == 0:
+            self.snapshot_due = True
+        if gc.enabled and self.snapshot_due and self.guard.healthy():  # due, and the state is a good one
             self._take_snapshot()
         if tc.sample_every and step % tc.sample_every == 0 and self.is_main:
             self.save_samples(step)
@@ -285,7 +288,7 @@ class Trainer:
         self.step = int(s["step"])
 
     def _take_snapshot(self) -> None:
-        self.snapshot = copy.deepcopy(self._state())
+        self.snapshot, self.snapshot_due = copy.deepcopy(self._state()), False
         self.guard.on_snapshot()
 
     def _rollback(self) -> None:
