@@ -257,8 +257,8 @@ class GAN(Method):
         if kw:
             raise TypeError(f"GAN sampling takes no options {sorted(kw)}; it has labels=, batch_size= and truncate=")
         truncate = self.cfg.truncation == "jacobian" if truncate is None else truncate
-        if truncate and self.cfg.conditional:
-            raise ValueError("Jacobian truncation is for unconditional GANs (model.conditional=false)")
+        if truncate and (self.cfg.conditional or self.cfg.net != "mlp"):
+            raise ValueError("Jacobian truncation is for unconditional GANs with net=mlp")
         was_training = self.G.training
         self.G.eval()
         dev = self.device
