@@ -49,8 +49,10 @@ def main() -> None:
     p.add_argument("recipe", help="a 2-D mixture recipe: gan-ring8, gan-grid25, ...")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma list of train.seed values")
     p.add_argument("--threads", type=int, default=2, help="train.threads of each run")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON lines file (default: benchmarks/results/<recipe>-cli-<threads>threads.jsonl)")
     args = p.parse_args()
-    out = RESULTS / f"{args.recipe.removeprefix('gan-')}-cli-{args.threads}threads.jsonl"
+    out = args.out or RESULTS / f"{args.recipe.removeprefix('gan-')}-cli-{args.threads}threads.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="sg-cli-check-"))
     rows = []
