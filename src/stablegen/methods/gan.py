@@ -257,8 +257,8 @@ class GAN(Method):
         if kw:
             raise TypeError(f"GAN sampling takes no options {sorted(kw)}; it has labels=, batch_size= and truncate=")
         truncate = self.cfg.truncation == "jacobian" if truncate is None else truncate
-        if truncate and (self.cfg.conditional or self.cfg.net != "mlp"):
-            raise ValueError("Jacobian truncation is for unconditional GANs with net=mlp")
+        if truncate and (why := truncation_refused(self.cfg)):
+            raise ValueError(f"truncate=True: {why}")
         was_training = self.G.training
         self.G.eval()
         dev = self.device
@@ -278,6 +278,16 @@ class GAN(Method):
         return torch.cat(out)
 
 
+def truncation_refused(cfg: GanConfig) -> str | None:
+    """Why Jacobian truncation cannot be used with this GAN, or None."""
+    if cfg.conditional:
+        return "Jacobian truncation is for unconditional GANs; set model.conditional=false"
+    if cfg.net != "mlp":
+        return (f"Jacobian truncation needs net=mlp (vector data): it takes the generator's Jacobian per "
+                f"sample, too large for the image nets (net={cfg.net})")
+    return None
+
+
 def grad_norm_sq(out: Tensor, inp: Tensor) -> Tensor:
     """|d out.sum() / d inp|^2 per sample, with a graph for the penalty's own backward."""
     (g,) = torch.autograd.grad(out.sum(), inp, create_graph=True)
@@ -287,11 +297,8 @@ def grad_norm_sq(out: Tensor, inp: Tensor) -> Tensor:
 def build(cfg: GanConfig, info: DataInfo) -> GAN:
     if cfg.conditional and not info.num_classes:
         raise ValueError("model.conditional=true needs labelled data: set data.labels=true")
-    if cfg.truncation != "none" and cfg.net != "mlp":
-        raise ValueError(f"model.truncation={cfg.truncation!r} needs net=mlp (vector data): it takes the "
-                         f"generator's Jacobian per sample, too large for the image nets (net={cfg.net})")
-    if cfg.conditional and cfg.truncation != "none":
-        raise ValueError("model.truncation=jacobian is for unconditional GANs; set model.conditional=false")
+    if cfg.truncation != "none" and (why := truncation_refused(cfg)):
+        raise ValueError(f"model.truncation={cfg.truncation!r}: {why}")
     if cfg.conditional and cfg.pack > 1:
         raise ValueError("model.pack > 1 cannot be combined with model.conditional=true")
     if cfg.augment != "none" and info.kind != "image":
