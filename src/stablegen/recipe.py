@@ -55,6 +55,7 @@ class OptimConfig(Strict):
     min_lr: float = Field(0.0, ge=0)  # cosine / wsd floor, as a fraction of lr
     lookahead: int = Field(0, ge=0)  # Lookahead every k steps (0: off); on both GAN players: Lookahead-minmax
     lookahead_alpha: float = Field(0.5, gt=0, le=1)  # Lookahead: step of the slow weights toward the fast
+    optimism: bool = False  # optimistic step theta - 2 u_t + u_{t-1} (Daskalakis et al. 2018: Optimistic Adam)
 
 
 class TrainConfig(Strict):
@@ -96,6 +97,8 @@ class GuardConfig(Strict):
     collapse: Action = "rollback"  # mode collapse (sample diversity falls)
     collapse_ratio: float = Field(0.3, gt=0, lt=1)  # diversity / data diversity that counts as collapse
     collapse_after: int = Field(500, ge=0)  # no collapse checks before this step (G still spreading out)
+    coverage: Action = "warn"  # labelled toys: modes lost (class coverage); see docs/guide.md for why not rollback
+    collapse_coverage: float = Field(1.0, gt=0, le=1)  # ... the share of the modes the samples must keep
     posterior_collapse: Action = "warn"  # VAE active units fall
     min_active_fraction: float = Field(0.05, ge=0, le=1)  # fewer active latent units than this: collapse
     check_every: int = Field(50, ge=1)  # steps between health / diversity checks

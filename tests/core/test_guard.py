@@ -46,8 +46,8 @@ class Probe(Method):
         return dict(self.fake_health)
 
 
-def probe_trainer(tmp_path, **guard):
-    recipe = load_recipe({"model": {"family": "gan"}, "data": {"name": "moons", "n": 512, "batch_size": 64},
+def probe_trainer(tmp_path, data="moons", **guard):
+    recipe = load_recipe({"model": {"family": "gan"}, "data": {"name": data, "n": 512, "batch_size": 64},
                           "optim": {"main": {"lr": 1e-2}}},
                          {"train.steps": 300, "train.progress": False, "train.sample_every": 0,
                           "train.checkpoint_every": 0, "guard.window": 20, "guard.snapshot_every": 20, "guard.spike_after": 0,
@@ -182,6 +182,58 @@ def test_after_a_rollback_diversity_is_judged_from_the_restored_state():
     for step, r in ((800, 0.6), (850, 0.1), (900, 0.1)):  # spread out, then fell: a collapse
         g.check_health(step, {}, r)
     assert [e.action for e in g.events] == ["warn", "rollback"] and g.events[-1].evidence["peak"] == 0.6
+
+
+def test_lost_modes_on_a_labelled_toy_roll_back(tmp_path):
+    """ring8: the probe's samples lin(z) are a blob over the ring (every mode gets its share, at
+    its nearest mean); moved off to one side they stay as spread out (no diversity verdict) but
+    leave most modes without samples, and the coverage check rolls back to the snapshot."""
+    t = probe_trainer(tmp_path, data="ring8", coverage="rollback", collapse_after=0, patience=2,
+                      spike="warn", explosion="warn")
+    t.fit(stop_at=100)
+    assert t.guard.coverage == 1.0 and t.guard.events == []
+    t.method.lin.weight.requires_grad_(False)
+    with torch.no_grad():
+        t.method.lin.weight.copy_(torch.eye(2))
+        t.method.lin.bias.copy_(torch.tensor([4.0, 0.0]))  # the blob beside the mode at angle 0
+    t.fit(stop_at=140)
+    assert not [e for e in t.guard.events if e.detector == "mode_collapse"]
+    ev = [e for e in t.guard.events if e.detector == "class_coverage"]
+    assert len(ev) == 1 and ev[0].action == "rollback" and ev[0].evidence["coverage"] <= 0.5
+    assert ev[0].evidence["peak_coverage"] == 1.0 and "modes" in ev[0].message
+    assert t.guard.rollbacks == 1 and t.method.lin.bias[0].abs() < 1  # the restored weights
+    assert t.guard.diversity > 0.3  # as diverse as the data: only the coverage saw it
+
+
+def test_coverage_counts_only_after_it_was_reached_and_resets_on_rollback():
+    g = StabilityGuard(GuardConfig(coverage="rollback", collapse_coverage=1.0, patience=2))
+    for step, c in ((500, 0.5), (550, 0.75), (600, 0.75)):  # a generator still spreading out
+        g.check_health(step, {}, None, c)
+    assert g.events == [] and g.healthy()
+    g.check_health(650, {}, None, 1.0)
+    g.on_snapshot()
+    g.check_health(700, {}, None, 0.875)
+    assert g.events == [] and not g.healthy()  # one check short: no snapshot taken now
+    g.check_health(750, {}, None, 0.875)
+    assert [e.action for e in g.events] == ["rollback"] and g.take_verdict() is g.events[0]
+    g.on_rollback()
+    assert g.coverage == 1.0 and g.peak_coverage == 1.0 and g.healthy()
+    state = g.state_dict()
+    h = StabilityGuard(GuardConfig())
+    h.load_state_dict(json.loads(json.dumps(state)))
+    assert (h.coverage, h.peak_coverage, h.snapshot_coverage) == (1.0, 1.0, 1.0)
+
+
+def test_a_lost_mode_is_warned_once_per_fall_by_default():
+    """The default action is warn (a rollback to a state that was already starving the mode
+    loses it again; docs/guide.md): one event per fall, none while it stays lost."""
+    g = StabilityGuard(GuardConfig(patience=2))
+    assert g.cfg.coverage == "warn"
+    for step, c in enumerate((1.0, 0.875, 0.875, 0.875, 0.875, 1.0, 0.875, 0.875)):
+        g.check_health(step * 50, {}, None, c)
+    assert [(e.detector, e.action, e.step) for e in g.events] == [("class_coverage", "warn", 100),
+                                                                 ("class_coverage", "warn", 350)]
+    assert g.take_verdict() is None and g.healthy()  # a warning neither rolls back nor delays snapshots
 
 
 def test_posterior_collapse_hook(tmp_path):

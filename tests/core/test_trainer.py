@@ -26,7 +26,8 @@ def test_resume_is_bitwise_exact(tmp_path):
     """200 steps == 100 steps, interrupted, resumed, 100 more (CPU, deterministic)."""
     ov = tiny({"train.steps": 200, "train.ema": 0.9, "model.width": 16, "data.batch_size": 32,
                "train.checkpoint_every": 0, "optim.d.schedule": "cosine", "optim.g.warmup": 30,
-               "optim.g.lookahead": 7})  # 100 is no multiple of 7: Lookahead's count must travel too
+               "optim.g.lookahead": 7,  # 100 is no multiple of 7: Lookahead's count must travel too
+               "optim.d.optimism": True})  # and the optimistic step's last update
     sg.train("gan-ring8", ov, run_dir=tmp_path / "full")
     part = sg.train("gan-ring8", ov, run_dir=tmp_path / "split", stop_at=100)
     assert part.status == "interrupted"

@@ -10,6 +10,8 @@ Detectors (each raises a typed Event with its evidence):
   mode_collapse    sample diversity (mean pairwise distance) falls below collapse_ratio x the
                    data's after having reached it (since the state the weights came from); a
                    generator that has not spread out yet gets one warning, never a rollback
+  class_coverage   on labelled toys, the share of the data's modes the samples keep falls below
+                   collapse_coverage after having reached it; reported once per fall
   posterior_collapse  a VAE's share of active latent units below min_active_fraction
 Actions: warn, skip (the update), rollback (to the last good in-memory snapshot, with the
 learning rate times lr_factor and GP / R1 weights times reg_factor), stop (with a diagnosis).
@@ -70,6 +72,11 @@ class StabilityGuard:
         self.peak_diversity = 0.0  # its highest value since the state the weights came from
         self.snapshot_diversity: float | None = None  # the ratio when the last snapshot was taken
         self.unspread_warned = False  # the "not spread out yet" warning is given once
+        self.coverage: float | None = None  # the same three for the share of modes covered
+        self.peak_coverage = 0.0
+        self.snapshot_coverage: float | None = None
+        self.uncovered_checks = 0
+        self.coverage_reported = False  # this fall was reported: no event again until it recovers
         self.new_events: list[Event] = []
 
     # ---- per update ------------------------------------------------------------------------
@@ -122,7 +129,8 @@ class StabilityGuard:
         return action not in ("skip", "rollback", "stop")
 
     # ---- periodic checks ---------------------------------------------------------------
-    def check_health(self, step: int, health: dict[str, float], diversity_ratio: float | None) -> None:
+    def check_health(self, step: int, health: dict[str, float], diversity_ratio: float | None,
+                     coverage: float | None = None) -> None:
         if not self.cfg.enabled:
             return
         cfg = self.cfg
@@ -162,15 +170,34 @@ class StabilityGuard:
                                   "(no rollback: there is no more diverse state to return to)",
                                   {"diversity_ratio": diversity_ratio, "peak": self.peak_diversity}))
 
+        if coverage is not None:
+            self._check_coverage(step, coverage)
+
+    def _check_coverage(self, step: int, coverage: float) -> None:
+        cfg = self.cfg
+        self.coverage, self.peak_coverage = coverage, max(self.peak_coverage, coverage)
+        lost = coverage < cfg.collapse_coverage <= self.peak_coverage  # reached, then fell
+        self.uncovered_checks = self.uncovered_checks + 1 if lost else 0
+        self.coverage_reported = self.coverage_reported and lost
+        if lost and self.uncovered_checks >= cfg.patience and not self.coverage_reported:
+            self.uncovered_checks, self.coverage_reported = 0, True
+            self._raise(Event(step, "class_coverage", cfg.coverage,
+                              f"the samples cover {coverage:.0%} of the data's modes (threshold "
+                              f"{cfg.collapse_coverage:.0%}; they had covered {self.peak_coverage:.0%})",
+                              {"coverage": coverage, "peak_coverage": self.peak_coverage}))
+
     def healthy(self) -> bool:
         """No detector is part-way to a verdict, so the current state may serve as a rollback
         target (a snapshot taken inside a loss spike's patience window would be rolled back to
         and spike again at once)."""
         collapsing = self.collapsed_checks > 0 and self.peak_diversity >= self.cfg.collapse_ratio
-        return self.pending is None and self.skips_in_row == 0 and not collapsing and not any(self.outliers.values())
+        losing_modes = self.uncovered_checks > 0 and self.cfg.coverage in ("rollback", "stop")
+        return (self.pending is None and self.skips_in_row == 0 and not collapsing and not losing_modes
+                and not any(self.outliers.values()))
 
     def on_snapshot(self) -> None:
         self.snapshot_diversity = self.diversity
+        self.snapshot_coverage = self.coverage
 
     # ---- decisions -------------------------------------------------------------------------
     def _raise(self, event: Event) -> None:
@@ -198,6 +225,8 @@ class StabilityGuard:
         # the restored weights are as diverse as they were at the snapshot, not at the peak since
         self.diversity = self.snapshot_diversity
         self.peak_diversity = self.snapshot_diversity or 0.0
+        self.coverage, self.peak_coverage = self.snapshot_coverage, self.snapshot_coverage or 0.0
+        self.uncovered_checks, self.coverage_reported = 0, False
         for key in self.outliers:
             self.outliers[key] = 0
 
@@ -217,7 +246,9 @@ class StabilityGuard:
                 "overflows": self.overflows, "saturated_checks": self.saturated_checks,
                 "collapsed_checks": self.collapsed_checks, "diversity": self.diversity,
                 "peak_diversity": self.peak_diversity, "snapshot_diversity": self.snapshot_diversity,
-                "unspread_warned": self.unspread_warned,
+                "unspread_warned": self.unspread_warned, "coverage": self.coverage,
+                "peak_coverage": self.peak_coverage, "snapshot_coverage": self.snapshot_coverage,
+                "uncovered_checks": self.uncovered_checks, "coverage_reported": self.coverage_reported,
                 "windows": {k: list(v) for k, v in self.windows.items()}, "outliers": dict(self.outliers),
                 "events": [e.to_json() for e in self.events]}
 
@@ -231,6 +262,10 @@ class StabilityGuard:
         self.peak_diversity = float(state.get("peak_diversity", 1.0))
         self.snapshot_diversity = state.get("snapshot_diversity")
         self.unspread_warned = bool(state.get("unspread_warned", False))
+        self.coverage, self.snapshot_coverage = state.get("coverage"), state.get("snapshot_coverage")
+        self.peak_coverage = float(state.get("peak_coverage", 0.0))
+        self.uncovered_checks = int(state.get("uncovered_checks", 0))
+        self.coverage_reported = bool(state.get("coverage_reported", False))
         self.windows = {k: deque(v, maxlen=self.cfg.window) for k, v in state["windows"].items()}
         self.outliers = dict(state["outliers"])
         self.events = [Event(**e) for e in state["events"]]

@@ -30,6 +30,7 @@ from . import distributed
 from .guard import ACTION_RANK, Event, StabilityGuard
 from .logging import JsonlLog, TensorBoard
 from .lookahead import lookahead_step
+from .optimism import optimistic_step, params_before_step
 from .schedule import lr_factor
 
 
@@ -150,7 +151,10 @@ class Trainer:
                 norm = (torch.nn.utils.clip_grad_norm_(phase.params, ocfg.clip) if ocfg.clip
                         else torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device))
                 if self.guard.allow_update(step, phase.name, loss, norm):
+                    before = params_before_step(phase.params) if ocfg.optimism else None
                     self.scaler.step(opt)
+                    if before is not None:
+                        optimistic_step(opt, phase.params, before)
                     if ocfg.lookahead:
                         lookahead_step(opt, ocfg.lookahead, ocfg.lookahead_alpha)
                 self.scaler.update()
@@ -166,12 +170,12 @@ class Trainer:
     def _periodic(self, step: int) -> None:
         tc, gc = self.recipe.train, self.recipe.guard
         if gc.enabled and step % gc.check_every == 0:
-            health, ratio = self.method.health(), self._diversity_ratio(step)
+            health, ratio, coverage = self.method.health(), self._diversity_ratio(step), self._coverage(step)
             if self.world > 1:
                 both = distributed.mean_values({**health, "__ratio": -1.0 if ratio is None else ratio}, self.device)
                 ratio = None if ratio is None else both.pop("__ratio")
                 health = {k: v for k, v in both.items() if k != "__ratio"}
-            self.guard.check_health(step, health, ratio)
+            self.guard.check_health(step, health, ratio, coverage)
         if step % tc.log_every == 0 and self.is_main:
             self._log(step)
         if gc.enabled and step % gc.snapshot_every == 0:
@@ -210,6 +214,20 @@ class Trainer:
             self.real_diversity = float(mean_pairwise_distance(self.data.x[idx].flatten(1).float()))
         fake = self.method.monitor_sample(256, generator=g)
         return float(mean_pairwise_distance(fake.flatten(1).float().cpu())) / max(self.real_diversity, 1e-12)
+
+    def _coverage(self, step: int) -> float | None:
+        """Share of a labelled toy's modes the generator keeps (1,024 samples, each at its nearest
+        mode), for methods that sample in one forward pass; None for other data. Every rank draws
+        the same latents from the same weights, so every rank reaches the same verdict."""
+        from ..data.toys import MIXTURES
+
+        if (not self.method.fast_sampling or step < self.recipe.guard.collapse_after
+                or self.recipe.data.name not in MIXTURES):
+            return None
+        from ..metrics.mixtures import mode_coverage
+
+        fake = self.method.monitor_sample(1024, generator=torch.Generator().manual_seed(4321))
+        return mode_coverage(fake.float().cpu(), self.recipe.data.name)
 
     def save_samples(self, step: int | str) -> Path:
         from ..report.grid import save_samples_png

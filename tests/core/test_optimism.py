@@ -1,0 +1,81 @@
+"""Optimistic updates (train/optimism.py): the step of Daskalakis et al. (2018) by hand, its effect
+on a bilinear min-max game, a skipped step, and the recipe switch."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import stablegen as sg
+from stablegen.train.optimism import optimistic_step, params_before_step
+
+
+def _sgd_run(steps: int, grads=None) -> list[float]:
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = torch.optim.SGD([w], lr=0.1)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (w ** 2 / 2).sum().backward()
+        before = params_before_step([w])
+        opt.step()
+        optimistic_step(opt, [w], before)
+        out.append(float(w.detach()))
+    return out
+
+
+def test_step_follows_the_paper_update():
+    """SGD on f(w) = w^2 / 2, lr 0.1: u_t = 0.1 w_t, w_{t+1} = w_t - 2 u_t + u_{t-1} from step 2."""
+    # step 1: plain, w = 0.9 (u = 0.1); step 2: u = 0.09, w = 0.9 - 0.18 + 0.1 = 0.82;
+    # step 3: u = 0.082, w = 0.82 - 0.164 + 0.09 = 0.746
+    assert _sgd_run(3) == pytest.approx([0.9, 0.82, 0.746])
+
+
+def test_optimism_converges_on_a_bilinear_game():
+    """min_x max_y x*y: simultaneous gradient steps spiral outward (|(x, y)| grows by
+    sqrt(1 + lr^2) per step); optimistic steps converge to the equilibrium (0, 0)."""
+
+    def play(optimism: bool) -> float:
+        x, y = torch.nn.Parameter(torch.tensor(1.0)), torch.nn.Parameter(torch.tensor(1.0))
+        ox, oy = torch.optim.SGD([x], lr=0.1), torch.optim.SGD([y], lr=0.1)
+        for _ in range(1000):
+            ox.zero_grad(), oy.zero_grad()
+            (x * y).backward()
+            y.grad.neg_()  # y ascends
+            bx, by = params_before_step([x]), params_before_step([y])
+            ox.step(), oy.step()
+            if optimism:
+                optimistic_step(ox, [x], bx), optimistic_step(oy, [y], by)
+        return float(torch.hypot(x.detach(), y.detach()))
+
+    assert play(False) > 100  # sqrt(2) * 1.005^1000 ~ 210
+    assert play(True) < 0.05  # contracts by about 1 - lr^2 / 2 per step: ~0.01 after 1,000
+
+
+def test_a_skipped_step_moves_nothing_and_keeps_the_last_update():
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = torch.optim.SGD([w], lr=0.1)
+    w.grad = torch.tensor([1.0])
+    before = params_before_step([w])
+    opt.step()
+    optimistic_step(opt, [w], before)  # u_1 = 0.1
+    before = params_before_step([w])  # a GradScaler's skipped step: the weights stay
+    optimistic_step(opt, [w], before)
+    assert float(w.detach()) == pytest.approx(0.9)
+    assert float(opt.state[w]["optimism_prev"]) == pytest.approx(0.1)
+
+
+def test_recipe_switch_keeps_the_last_update_in_the_optimizer_state(tmp_path):
+    run = sg.train("gan-ring8", {"train.steps": 6, "train.progress": False, "train.sample_every": 0,
+                                 "train.threads": 1, "optim.d.optimism": True, "optim.d.lookahead": 0,
+                                 "optim.g.lookahead": 0, "train.checkpoint_every": 0}, run_dir=tmp_path / "r")
+    assert run.status == "finished"
+    newest = sorted((tmp_path / "r" / "checkpoints").glob("*.safetensors"))[-1]
+    keys = list(load_file(str(newest)))
+    prev = [k for k in keys if k.endswith("optimism_prev")]
+    n_critic = sum(1 for _ in run.method.D.parameters())
+    assert len(prev) == n_critic  # the critic's optimizer only
+    assert json.loads(newest.with_suffix(".json").read_text())["step"] == 6
+    with pytest.raises(sg.RecipeError, match="optimism"):
+        sg.train("gan-ring8", {"train.steps": 1, "optim.g.optimism": "maybe"}, run_dir=tmp_path / "bad")
