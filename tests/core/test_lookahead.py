@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 import stablegen as sg
 from stablegen.train.lookahead import lookahead_step
 
+from games import bilinear_game
+
 
 def test_slow_weights_follow_the_paper_update():
     """SGD on f(w) = w^2 / 2 (w <- (1 - lr) w), k = 3, alpha = 0.5, by hand."""
@@ -30,23 +32,10 @@ def test_slow_weights_follow_the_paper_update():
 
 
 def test_lookahead_minmax_damps_a_bilinear_game():
-    """min_x max_y x*y: simultaneous gradient steps spiral outward (|(x, y)| grows by
-    sqrt(1 + lr^2) per step), Lookahead on both players contracts toward the equilibrium (0, 0)."""
-
-    def play(k: int) -> float:
-        x, y = torch.nn.Parameter(torch.tensor(1.0)), torch.nn.Parameter(torch.tensor(1.0))
-        ox, oy = torch.optim.SGD([x], lr=0.1), torch.optim.SGD([y], lr=0.1)
-        for _ in range(1000):
-            ox.zero_grad(), oy.zero_grad()
-            (x * y).backward()
-            y.grad.neg_()  # y ascends
-            ox.step(), oy.step()
-            if k:
-                lookahead_step(ox, k, 0.5), lookahead_step(oy, k, 0.5)
-        return float(torch.hypot(x.detach(), y.detach()))
-
-    assert play(0) > 100  # sqrt(2) * 1.005^1000 ~ 210: spirals outward
-    assert play(5) < 0.1  # converges to the equilibrium
+    """min_x max_y x*y: simultaneous gradient steps spiral outward, Lookahead on both players
+    contracts toward the equilibrium (0, 0)."""
+    assert bilinear_game() > 100  # spirals outward
+    assert bilinear_game(lambda opt, p, before: lookahead_step(opt, 5, 0.5)) < 0.1
 
 
 def test_recipe_switch_keeps_slow_weights_in_the_optimizer_state(tmp_path):
