@@ -97,8 +97,8 @@ class GuardConfig(Strict):
     collapse: Action = "rollback"  # mode collapse (sample diversity falls)
     collapse_ratio: float = Field(0.3, gt=0, lt=1)  # diversity / data diversity that counts as collapse
     collapse_after: int = Field(500, ge=0)  # no collapse checks before this step (G still spreading out)
-    coverage: Action = "warn"  # labelled toys: modes lost (class coverage); see docs/guide.md for why not rollback
-    collapse_coverage: float = Field(1.0, gt=0, le=1)  # ... the share of the modes the samples must keep
+    coverage: Action = "warn"  # classes lost (mixtures, digit images); docs/guide.md says why not rollback
+    collapse_coverage: float = Field(1.0, gt=0, le=1)  # ... the share of the classes the samples must keep
     posterior_collapse: Action = "warn"  # VAE active units fall
     min_active_fraction: float = Field(0.05, ge=0, le=1)  # fewer active latent units than this: collapse
     check_every: int = Field(50, ge=1)  # steps between health / diversity checks

@@ -35,16 +35,6 @@ def mode_metrics(x: Tensor, means: Tensor, std: float) -> dict[str, float]:
     return {"modes": float((counts > 0).sum()), "hq": float(hq.double().mean()), "reverse_kl": reverse_kl}
 
 
-def mode_coverage(x: Tensor, dataset: str, min_share: float = 0.25) -> float:
-    """Share of the mixture's modes that get at least `min_share` x a fair share (1/K) of the
-    samples x (N, 2), each sample counted at its nearest mode however far (the guard's class
-    coverage: it watches where the mass goes, not how sharp it is yet)."""
-    means = mixture_means(dataset)
-    nearest = torch.cdist(x.double(), means.double()).argmin(1)
-    share = torch.bincount(nearest, minlength=len(means)).double() / max(len(x), 1)
-    return float((share >= min_share / len(means)).double().mean())
-
-
 def mixture_metrics(x: Tensor, dataset: str) -> dict[str, float]:
     """`mode_metrics` for the built-in mixture `dataset` ('ring8' or 'grid25')."""
     return mode_metrics(x, mixture_means(dataset), mixture_std(dataset))

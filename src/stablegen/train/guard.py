@@ -10,8 +10,8 @@ Detectors (each raises a typed Event with its evidence):
   mode_collapse    sample diversity (mean pairwise distance) falls below collapse_ratio x the
                    data's after having reached it (since the state the weights came from); a
                    generator that has not spread out yet gets one warning, never a rollback
-  class_coverage   on labelled toys, the share of the data's modes the samples keep falls below
-                   collapse_coverage after having reached it; reported once per fall
+  class_coverage   the share of the classes the samples keep (2-D mixtures, digit images) falls
+                   below collapse_coverage after having reached it; reported once per fall
   posterior_collapse  a VAE's share of active latent units below min_active_fraction
 Actions: warn, skip (the update), rollback (to the last good in-memory snapshot, with the
 learning rate times lr_factor and GP / R1 weights times reg_factor), stop (with a diagnosis).

@@ -83,6 +83,7 @@ class Trainer:
         self.elapsed_before = 0.0
         self.last: dict[str, Tensor] = {}
         self.real_diversity: float | None = None
+        self.class_reader = None  # (reader, classes) of metrics/coverage.py, False when there is none
         self.status = "running"
         self.message = ""
         self.last_eval: dict[str, float] | None = None
@@ -216,18 +217,24 @@ class Trainer:
         return float(mean_pairwise_distance(fake.flatten(1).float().cpu())) / max(self.real_diversity, 1e-12)
 
     def _coverage(self, step: int) -> float | None:
-        """Share of a labelled toy's modes the generator keeps (1,024 samples, each at its nearest
-        mode), for methods that sample in one forward pass; None for other data. Every rank draws
-        the same latents from the same weights, so every rank reaches the same verdict."""
-        from ..data.toys import MIXTURES
-
-        if (not self.method.fast_sampling or step < self.recipe.guard.collapse_after
-                or self.recipe.data.name not in MIXTURES):
+        """Share of the data's classes the generator keeps (metrics/coverage.py; 40 raw samples
+        per class, so a kept class expects 40 and is lost under 10), for methods that sample in one forward pass on data whose classes can be read
+        off a sample (the 2-D mixtures, digit images); None otherwise. Every rank draws the same
+        latents from the same weights, so every rank reaches the same verdict."""
+        if not self.method.fast_sampling or step < self.recipe.guard.collapse_after:
             return None
-        from ..metrics.mixtures import mode_coverage
+        if self.class_reader is None:
+            from ..metrics.coverage import class_reader
 
-        fake = self.method.monitor_sample(1024, generator=torch.Generator().manual_seed(4321))
-        return mode_coverage(fake.float().cpu(), self.recipe.data.name)
+            self.class_reader = class_reader(self.recipe.data.name, tuple(self.data.x.shape[1:])) or False
+        if not self.class_reader:
+            return None
+        from ..metrics.coverage import kept_share
+
+        read, num_classes = self.class_reader
+        with torch.no_grad():
+            fake = self.method.monitor_sample(40 * num_classes, generator=torch.Generator().manual_seed(4321))
+            return kept_share(read(fake.float()), num_classes)
 
     def save_samples(self, step: int | str) -> Path:
         from ..report.grid import save_samples_png

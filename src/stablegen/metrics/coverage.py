@@ -1,0 +1,45 @@
+"""Class coverage for the StabilityGuard: the share of the data's classes a generator keeps.
+
+A sample's class is read without labels from the generator: on the 2-D mixtures it is the
+nearest mode (however far: the check watches where the mass goes, not how sharp it is yet); on
+digit images (digits, stacked-digits) it is the digits classifier's reading of each channel, so
+a stacked-digits generator is judged on the 3 x 10 (channel, digit) classes. A class counts as
+kept when it gets at least `min_share` of a fair share (1/K) of the samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..data.toys import MIXTURES, mixture_means
+
+Reader = Callable[[Tensor], Tensor]  # samples (N, ...) -> class labels (N, C)
+
+
+def kept_share(labels: Tensor, num_classes: int, min_share: float = 0.25) -> float:
+    """Share of the (channel, class) pairs of labels (N, C) that get >= min_share / num_classes
+    of the N samples."""
+    labels = labels.reshape(len(labels), -1).long().cpu()
+    counts = torch.stack([torch.bincount(col, minlength=num_classes) for col in labels.T])  # (C, K)
+    return float((counts.double() / max(len(labels), 1) >= min_share / num_classes).double().mean())
+
+
+def class_reader(dataset: str, sample_shape: tuple[int, ...]) -> tuple[Reader, int] | None:
+    """(reader, number of classes) for data whose classes can be read off a sample, else None."""
+    if dataset in MIXTURES and sample_shape == (2,):
+        means = mixture_means(dataset).double()
+        return (lambda x: torch.cdist(x.double(), means).argmin(1)[:, None]), len(means)
+    is_digit_images = dataset.startswith(("digits", "stacked-digits")) and len(sample_shape) == 3
+    if is_digit_images and sample_shape[-2:] == (8, 8):
+        from .features import DigitsFeatures
+
+        net = DigitsFeatures()
+
+        def read(x: Tensor) -> Tensor:
+            return net(x).logits.argmax(-1).reshape(len(x), -1)  # (N, C): a digit per channel
+
+        return read, 10
+    return None
