@@ -155,7 +155,7 @@ class Trainer:
                     before = params_before_step(phase.params) if ocfg.optimism else None
                     self.scaler.step(opt)
                     if before is not None:
-                        optimistic_step(opt, phase.params, before)
+                        optimistic_step(opt, phase.params, before, may_skip=self.scaler.is_enabled())
                     if ocfg.lookahead:
                         lookahead_step(opt, ocfg.lookahead, ocfg.lookahead_alpha)
                 self.scaler.update()

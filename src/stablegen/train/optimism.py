@@ -27,18 +27,24 @@ def params_before_step(params: list[torch.nn.Parameter]) -> list[Tensor | None]:
 
 @torch.no_grad()
 def optimistic_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-                    before: list[Tensor | None]) -> None:
-    """Call right after `optimizer.step()` with `params_before_step`'s copies. A step that left a
-    parameter where it was (a GradScaler skipping an overflow) leaves it and its last update be."""
-    for p, b in zip(params, before):
-        if b is None:
-            continue
-        update = b - p  # u_t: what the inner optimizer just did
-        state = optimizer.state[p]
-        prev = state.get("optimism_prev")
-        if prev is None:
-            state["optimism_prev"] = update
-            continue
-        moved = (update != 0).any()  # a tensor: no host sync
-        p.sub_(torch.where(moved, update - prev, torch.zeros_like(update)))
-        state["optimism_prev"] = torch.where(moved, update, prev)
+                    before: list[Tensor | None], may_skip: bool = False) -> None:
+    """Call right after `optimizer.step()` with `params_before_step`'s copies. `may_skip`: the
+    step may have left the weights where they were (a GradScaler skipping an overflow); such a
+    parameter is left, and its last update kept, instead of being moved back by u_{t-1}."""
+    stepped = [(p, b) for p, b in zip(params, before) if b is not None]
+    if not stepped:
+        return
+    ps, bs = [p for p, _ in stepped], [b for _, b in stepped]
+    updates = torch._foreach_sub(bs, ps)  # u_t: what the inner optimizer just did
+    states = [optimizer.state[p] for p in ps]
+    if any("optimism_prev" not in st for st in states):  # the first step: plain
+        for st, u in zip(states, updates):
+            st["optimism_prev"] = u
+        return
+    prevs = [st["optimism_prev"] for st in states]
+    if may_skip:  # per parameter, without a host sync
+        moved = [(u != 0).any() for u in updates]
+        updates = [torch.where(m, u, v) for m, u, v in zip(moved, updates, prevs)]
+    torch._foreach_sub_(ps, torch._foreach_sub(updates, prevs))  # theta_t - u_t - (u_t - u_{t-1})
+    for st, u in zip(states, updates):
+        st["optimism_prev"] = u
