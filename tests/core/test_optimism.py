@@ -54,6 +54,35 @@ def test_a_skipped_step_moves_nothing_and_keeps_the_last_update():
     assert float(opt.state[w]["optimism_prev"]) == pytest.approx(0.1)
 
 
+def test_a_skipped_first_step_is_no_update_to_correct():
+    """A GradScaler may skip the very first step: the next real step must then be plain."""
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = torch.optim.SGD([w], lr=0.1)
+    w.grad = torch.tensor([1.0])
+    optimistic_step(opt, [w], params_before_step([w]), may_skip=True)  # skipped: no opt.step()
+    before = params_before_step([w])
+    opt.step()
+    optimistic_step(opt, [w], before, may_skip=True)
+    assert float(w.detach()) == pytest.approx(0.9)  # plain (u = 0.1), not 2u - 0 = 0.8
+
+
+def test_a_parameter_new_to_the_step_does_not_reset_the_others():
+    """A parameter that gets its first gradient mid-run takes a plain step; the others stay optimistic."""
+    a, b = torch.nn.Parameter(torch.tensor([1.0])), torch.nn.Parameter(torch.tensor([1.0]))
+    opt = torch.optim.SGD([a, b], lr=0.1)
+    a.grad = torch.tensor([1.0])
+    before = params_before_step([a, b])  # b has no gradient yet
+    opt.step()
+    optimistic_step(opt, [a, b], before)  # a: plain, u = 0.1
+    b.grad = torch.tensor([1.0])
+    a.grad = torch.tensor([2.0])
+    before = params_before_step([a, b])
+    opt.step()
+    optimistic_step(opt, [a, b], before)
+    assert float(a.detach()) == pytest.approx(0.9 - 2 * 0.2 + 0.1)  # optimistic: 2 u_2 - u_1
+    assert float(b.detach()) == pytest.approx(0.9)  # its first step: plain
+
+
 def test_recipe_switch_keeps_the_last_update_in_the_optimizer_state(tmp_path):
     run = sg.train("gan-ring8", {"train.steps": 6, "train.progress": False, "train.sample_every": 0,
                                  "train.threads": 1, "optim.d.optimism": True, "optim.g.optimism": False, "optim.d.lookahead": 0,

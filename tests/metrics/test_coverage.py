@@ -15,6 +15,7 @@ def test_a_class_is_kept_from_a_quarter_of_a_fair_share():
     labels = torch.tensor([0] * 20 + [1] * 15 + [2] * 3 + [3] * 2)
     assert kept_share(labels, 4) == 0.75  # class 3's two samples are under 2.5
     assert kept_share(torch.stack([labels, torch.zeros(40, dtype=torch.long)], 1), 4) == pytest.approx(0.5)
+    assert kept_share(torch.zeros(0, dtype=torch.long), 4) == 0.0  # no samples keep no class
 
 
 def test_mixture_reader_counts_each_sample_at_its_nearest_mode():

@@ -22,16 +22,18 @@ Reader = Callable[[Tensor], Tensor]  # samples (N, ...) -> class labels (N, C)
 def kept_share(labels: Tensor, num_classes: int, min_share: float = 0.25) -> float:
     """Share of the (channel, class) pairs of labels (N, C) that get >= min_share / num_classes
     of the N samples."""
+    if len(labels) == 0:
+        return 0.0
     labels = labels.reshape(len(labels), -1).long().cpu()
     counts = torch.stack([torch.bincount(col, minlength=num_classes) for col in labels.T])  # (C, K)
-    return float((counts.double() / max(len(labels), 1) >= min_share / num_classes).double().mean())
+    return float((counts.double() / len(labels) >= min_share / num_classes).double().mean())
 
 
 def class_reader(dataset: str, sample_shape: tuple[int, ...]) -> tuple[Reader, int] | None:
     """(reader, number of classes) for data whose classes can be read off a sample, else None."""
     if dataset in MIXTURES and sample_shape == (2,):
         means = mixture_means(dataset).double()
-        return (lambda x: torch.cdist(x.double(), means).argmin(1)[:, None]), len(means)
+        return (lambda x: torch.cdist(x.double(), means.to(x.device)).argmin(1)[:, None]), len(means)
     is_digit_images = dataset.startswith(("digits", "stacked-digits")) and len(sample_shape) == 3
     if is_digit_images and sample_shape[-2:] == (8, 8):
         from .features import DigitsFeatures

@@ -32,14 +32,17 @@ def optimistic_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Para
     step may have left the weights where they were (a GradScaler skipping an overflow); such a
     parameter is left, and its last update kept, instead of being moved back by u_{t-1}."""
     stepped = [(p, b) for p, b in zip(params, before) if b is not None]
-    if not stepped:
-        return
     ps, bs = [p for p, _ in stepped], [b for _, b in stepped]
-    updates = torch._foreach_sub(bs, ps)  # u_t: what the inner optimizer just did
+    updates = torch._foreach_sub(bs, ps) if ps else []  # u_t: what the inner optimizer just did
     states = [optimizer.state[p] for p in ps]
-    if any("optimism_prev" not in st for st in states):  # the first step: plain
-        for st, u in zip(states, updates):
-            st["optimism_prev"] = u
+    first = [i for i, st in enumerate(states) if "optimism_prev" not in st]
+    for i in first:  # a parameter's first step: plain, and its update is the one to correct next
+        if not may_skip or bool((updates[i] != 0).any()):  # a skipped first step is no update
+            states[i]["optimism_prev"] = updates[i]
+    if first:
+        rest = sorted(set(range(len(ps))) - set(first))
+        ps, states, updates = [ps[i] for i in rest], [states[i] for i in rest], [updates[i] for i in rest]
+    if not ps:
         return
     prevs = [st["optimism_prev"] for st in states]
     if may_skip:  # per parameter, without a host sync
