@@ -42,9 +42,9 @@ class DataConfig(Strict):
 
 
 class OptimConfig(Strict):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"  # optimizer
+    name: Literal["adam", "adamw", "nadam", "sgd", "rmsprop"] = "adam"  # optimizer (nadam: Nesterov momentum)
     lr: float = Field(2e-4, gt=0)  # peak learning rate
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas (beta1 0.5 is the GAN default)
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam / NAdam betas (beta1 0.5 is the GAN default)
     eps: float = Field(1e-8, gt=0)  # Adam epsilon
     weight_decay: float = Field(0.0, ge=0)  # L2 (adam, sgd) or decoupled (adamw)
     momentum: float = Field(0.0, ge=0)  # sgd / rmsprop momentum
