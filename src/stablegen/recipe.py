@@ -104,7 +104,8 @@ class GuardConfig(Strict):
     check_every: int = Field(50, ge=1)  # steps between health / diversity checks
     snapshot_every: int = Field(200, ge=1)  # steps between in-memory good snapshots
     max_rollbacks: int = Field(5, ge=0)  # budget; then stop with a diagnosis
-    lr_factor: float = Field(0.5, gt=0, le=1)  # learning rate multiplier on each rollback
+    lr_factor: float = Field(0.5, gt=0, le=1)  # learning rate multiplier on each rollback ...
+    lr_drop_from: int = Field(1, ge=1)  # ... from this rollback of the run on (2: the first keeps the lr)
     reg_factor: float = Field(2.0, ge=1)  # GP / R1 weight multiplier on each rollback
 
 

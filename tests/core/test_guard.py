@@ -89,6 +89,20 @@ def test_loss_spike_rolls_back_with_lower_lr(tmp_path):
     assert t.scheds["main"].get_last_lr()[0] == pytest.approx(0.5e-2)
 
 
+def test_lr_drop_from_keeps_the_lr_on_the_first_rollback_and_lowers_it_after(tmp_path):
+    """guard.lr_drop_from 2: a lone spike is rolled back at the same learning rate; a second
+    rollback of the run lowers it by lr_factor."""
+    t = probe_trainer(tmp_path, spike="rollback", explosion="warn", patience=2, lr_drop_from=2)
+    for s in (150, 151, 250, 251):
+        t.method.scale[s] = 1e4
+    t.fit(stop_at=200)
+    assert t.guard.rollbacks == 1 and t.guard.lr_scale == 1.0
+    assert t.scheds["main"].get_last_lr()[0] == pytest.approx(1e-2)
+    assert t.fit() == "finished"
+    assert t.guard.rollbacks == 2 and t.guard.lr_scale == 0.5
+    assert t.scheds["main"].get_last_lr()[0] == pytest.approx(0.5e-2)
+
+
 def test_no_snapshot_is_taken_inside_a_spike_and_the_rollback_goes_before_it(tmp_path):
     # outliers at steps 199-201 (patience 3): the snapshot due at step 200 would hold the
     # spiking state, so it waits; the rollback at 201 returns to step 180, and the run recovers

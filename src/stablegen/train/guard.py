@@ -218,7 +218,8 @@ class StabilityGuard:
 
     def on_rollback(self) -> None:
         self.rollbacks += 1
-        self.lr_scale *= self.cfg.lr_factor
+        if self.rollbacks >= self.cfg.lr_drop_from:  # a first, lone spike may just be replayed
+            self.lr_scale *= self.cfg.lr_factor
         self.skips_in_row = 0
         self.saturated_checks = 0
         self.collapsed_checks = 0
