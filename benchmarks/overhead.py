@@ -4,7 +4,6 @@ hand-written PyTorch loop, alternating in one process; median step-time ratio.
     python benchmarks/overhead.py [--steps 50] [--rounds 11] [--threads 2]
     python benchmarks/overhead.py --switches [--steps 50] [--rounds 11] [--threads 1]
 
-
 Both sides train the dcgan-digits nets (hinge loss, Adam, batch 64). The Trainer side runs
 its whole step: the guard's checks (one host sync per phase), gradient-norm measurement, EMA,
 the scheduler and the periodic log line; sample grids and checkpoints are off (they are I/O

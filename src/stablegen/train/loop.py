@@ -236,7 +236,7 @@ class Trainer:
         read, num_classes = self.class_reader
         with torch.no_grad():
             fake = self.method.monitor_sample(40 * num_classes, generator=torch.Generator().manual_seed(4321))
-            return kept_share(read(fake.float().cpu()), num_classes)
+            return kept_share(read(fake.float()), num_classes)
 
     def save_samples(self, step: int | str) -> Path:
         from ..report.grid import save_samples_png

@@ -32,18 +32,19 @@ def optimistic_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Para
     step may have left the weights where they were (a GradScaler skipping an overflow); such a
     parameter is left, and its last update kept, instead of being moved back by u_{t-1}."""
     stepped = [(p, b) for p, b in zip(params, before) if b is not None]
-    ps, bs = [p for p, _ in stepped], [b for _, b in stepped]
-    updates = torch._foreach_sub(bs, ps) if ps else []  # u_t: what the inner optimizer just did
-    states = [optimizer.state[p] for p in ps]
-    first = [i for i, st in enumerate(states) if "optimism_prev" not in st]
-    for i in first:  # a parameter's first step: plain, and its update is the one to correct next
-        if not may_skip or bool((updates[i] != 0).any()):  # a skipped first step is no update
-            states[i]["optimism_prev"] = updates[i]
-    if first:
-        rest = sorted(set(range(len(ps))) - set(first))
-        ps, states, updates = [ps[i] for i in rest], [states[i] for i in rest], [updates[i] for i in rest]
-    if not ps:
+    if not stepped:
         return
+    ps, bs = (list(t) for t in zip(*stepped))
+    ongoing = []
+    for p, u in zip(ps, torch._foreach_sub(bs, ps)):  # u_t: what the inner optimizer just did
+        st = optimizer.state[p]
+        if "optimism_prev" in st:
+            ongoing.append((p, u, st))
+        elif not may_skip or bool((u != 0).any()):  # a first step: plain (a skipped one is no update)
+            st["optimism_prev"] = u
+    if not ongoing:
+        return
+    ps, updates, states = (list(t) for t in zip(*ongoing))
     prevs = [st["optimism_prev"] for st in states]
     if may_skip:  # per parameter, without a host sync
         moved = [(u != 0).any() for u in updates]
