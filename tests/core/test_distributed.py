@@ -45,3 +45,25 @@ def test_two_ranks_match_one_process(tmp_path):
     for k in r0:
         assert torch.allclose(r0[k], ref[k], rtol=1e-3, atol=1e-4), k
     assert (tmp_path / "ddp" / "summary.json").is_file() and (tmp_path / "ddp" / "metrics.jsonl").stat().st_size > 0
+
+
+def _gan_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    import stablegen as sg
+    import torch.distributed as dist
+
+    ov = {**OV, "train.steps": 3, "data.batch_size": 32, "model.width": 16, "model.standardize": True}
+    run = sg.train("gan-grid25", ov, run_dir=f"{out}/ddp")
+    save_file({k: v.contiguous() for k, v in run.method.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+    dist.destroy_process_group()
+
+
+def test_data_dependent_init_is_rank_zeros_on_every_rank(tmp_path):
+    """Each rank's first batch is its own slice, so a data-dependent initialisation (here the
+    GAN's standardization statistics) differs per rank until rank 0's is broadcast."""
+    mp.spawn(_gan_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    assert "data_mean" in r0
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k

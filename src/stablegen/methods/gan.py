@@ -14,7 +14,10 @@ Regularizers and tricks, each a switch of GanConfig:
   2017: separate optim.g / optim.d learning rates), EMA generator (Yazıcı et al. 2019; the
   trainer's EMA over ema_parameters()), DiffAugment / ADA, and class-conditional G with a
   projection D (Miyato & Koyama 2018). Sampling may reject the latents G stretches most
-  (Jacobian truncation, jacobian_truncation.py).
+  (Jacobian truncation, jacobian_truncation.py). Vector data may be standardized
+  (`standardize`; LeCun et al. 1998, "Efficient BackProp", sec. 4.3): both nets then work in
+  units of the data's per-feature std, as image GANs work on pixels in [-1, 1], so a learning
+  rate means the same on data of any scale.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class GanConfig(BaseModel):
     ada_speed: int = Field(20_000, ge=1)  # images for p to move from 0 to 1
     truncation: Literal["none", "jacobian"] = "none"  # sampling: drop the latents G stretches most
     truncation_ratio: float = Field(100.0, gt=1)  # ... those whose volume element > ratio x median
+    standardize: bool = False  # vector data: the nets see per-feature standardized data
 
 
 def pack_samples(x: Tensor, pack: int) -> Tensor:
@@ -98,6 +102,9 @@ class GAN(Method):
         self.register_buffer("r2_weight", torch.tensor(cfg.r2_weight))
         self.register_buffer("ada_p", torch.tensor(0.0))
         self.register_buffer("ada_rt", torch.tensor(0.0))
+        if cfg.standardize:  # set by data_init from the first batch; checkpointed with the weights
+            self.register_buffer("data_mean", torch.zeros(info.shape))
+            self.register_buffer("data_std", torch.ones(info.shape))
         self._last: dict[str, Tensor] = {}
 
     # ---- phases ------------------------------------------------------------------------
@@ -119,10 +126,24 @@ class GAN(Method):
         return torch.randn(b, self.cfg.z_dim, generator=generator, device=dev)
 
     def _generate(self, b: int, y: Tensor | None) -> Tensor:
-        return self.G(self.latent(b), y)
+        return self._to_data(self.G(self.latent(b), y))
+
+    # ---- standardization: the nets work in units of the data's per-feature std -----------
+    def data_init(self, batch: Batch) -> None:
+        if self.cfg.standardize:
+            x = batch.x.flatten(1).float()
+            std = x.std(dim=0, unbiased=False)
+            self.data_mean.copy_(x.mean(dim=0))
+            self.data_std.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))  # a constant feature keeps 1
+
+    def _to_data(self, out: Tensor) -> Tensor:
+        """The generator's output (standardized units) in data space."""
+        return self.data_mean + self.data_std * out if self.cfg.standardize else out
 
     def _critic_input(self, x: Tensor, step: int) -> Tensor:
-        """Augmentation, instance noise and packing: what the critic sees of x."""
+        """Standardization, augmentation, instance noise and packing: what the critic sees of x."""
+        if self.cfg.standardize:
+            x = (x - self.data_mean) / self.data_std
         if self.cfg.augment == "diffaugment":
             x = diff_augment(x, self.policy)
         elif self.cfg.augment == "ada":
@@ -273,7 +294,7 @@ class GAN(Method):
             if self.cfg.conditional:
                 y = (labels[start : start + b] if labels is not None
                      else torch.randint(self.info.num_classes, (b,), generator=generator)).to(dev)
-            out.append(self.G(z, y).float())
+            out.append(self._to_data(self.G(z, y)).float())
         self.G.train(was_training)
         return torch.cat(out)
 
@@ -303,6 +324,9 @@ def build(cfg: GanConfig, info: DataInfo) -> GAN:
         raise ValueError("model.pack > 1 cannot be combined with model.conditional=true")
     if cfg.augment != "none" and info.kind != "image":
         raise ValueError(f"model.augment={cfg.augment!r} needs image data; {info.name} is {info.kind}")
+    if cfg.standardize and info.kind != "vector":
+        raise ValueError(f"model.standardize=true is for vector data; {info.name} is {info.kind} "
+                         "(images are already scaled to [-1, 1])")
     classes = info.num_classes if cfg.conditional else None
     if cfg.net == "mlp":
         dim = math.prod(info.shape)

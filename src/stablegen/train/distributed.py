@@ -43,6 +43,14 @@ def broadcast_parameters(module: nn.Module) -> None:
             dist.broadcast(p.data, src=0)
 
 
+def broadcast_state(module: nn.Module) -> None:
+    """Make every rank hold rank 0's weights and buffers: after a data-dependent initialisation
+    (actnorm, GAN standardization), which each rank ran on its own slice of the first batch."""
+    with torch.no_grad():
+        for t in (*module.parameters(), *module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
 def average_gradients(params: list[nn.Parameter], loss: Tensor) -> Tensor:
     """All-reduce the mean of the phase's gradients and loss in one flat buffer; returns
     the averaged loss. Parameters without a gradient on this update are left alone."""

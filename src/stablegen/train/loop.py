@@ -98,6 +98,8 @@ class Trainer:
         self._open_logs()
         if self.step == 0:
             self.method.data_init(self.loader.next())
+            if self.world > 1:  # each rank initialised from its own slice: rank 0's wins
+                distributed.broadcast_state(self.method)
             if self.ema is not None:  # start the average from the data-initialised weights
                 self.ema.shadow = [p.detach().clone() for p in self.ema.params]
             self._take_snapshot()
