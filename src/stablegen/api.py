@@ -116,7 +116,7 @@ def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | l
     data = load_dataset(recipe_obj.data)
     method = build_method(recipe_obj, data).to(resolve_device(recipe_obj.train.device))
     if world > 1:
-        distributed.broadcast_parameters(method)
+        distributed.broadcast_state(method)
         torch.manual_seed(recipe_obj.train.seed + rank)  # each rank draws its own noise
     accelerate(method, recipe_obj)
     if rank == 0:

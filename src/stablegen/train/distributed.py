@@ -9,8 +9,8 @@ DistributedDataParallel (Li et al. 2020, "PyTorch Distributed") done by hand, as
 stylegan2-ada's training loop does, because a GAN's phases must decide what to reduce
 (the generator phase must not reduce the critic's gradients), gradient penalties need double
 backward (which the DDP wrapper does not support), and parameter names (so checkpoints) stay
-the same as in a single process. Buffers (batch-norm statistics) are not broadcast, like
-DDP's broadcast_buffers=False. The phase's loss travels in the same buffer, so every rank
+the same as in a single process. Buffers (batch-norm statistics) are not broadcast during
+training, like DDP's broadcast_buffers=False. The phase's loss travels in the same buffer, so every rank
 sees the same loss and gradient norm and the guard reaches the same verdict everywhere; the
 verdict itself is also agreed (max over ranks) before anyone rolls back or stops.
 """
@@ -36,16 +36,10 @@ def setup() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def broadcast_parameters(module: nn.Module) -> None:
-    """Make every rank start from rank 0's weights."""
-    with torch.no_grad():
-        for p in module.parameters():
-            dist.broadcast(p.data, src=0)
-
-
 def broadcast_state(module: nn.Module) -> None:
-    """Make every rank hold rank 0's weights and buffers: after a data-dependent initialisation
-    (actnorm, GAN standardization), which each rank ran on its own slice of the first batch."""
+    """Make every rank hold rank 0's weights and buffers: at the start, and again after a
+    data-dependent initialisation (actnorm, GAN standardization), which each rank ran on its own
+    slice of the first batch."""
     with torch.no_grad():
         for t in (*module.parameters(), *module.buffers()):
             dist.broadcast(t.data, src=0)
