@@ -17,7 +17,9 @@ Regularizers and tricks, each a switch of GanConfig:
   (Jacobian truncation, jacobian_truncation.py). Vector data may be standardized
   (`standardize`; LeCun et al. 1998, "Efficient BackProp", sec. 4.3): both nets then work in
   units of the data's per-feature std, as image GANs work on pixels in [-1, 1], so a learning
-  rate means the same on data of any scale.
+  rate means the same on data of any scale. The mlp nets may be weight-normalized
+  (`weight_norm`; Salimans & Kingma 2016, nets/layers.maybe_wn) with the direction vectors
+  shrunk, which makes the learning rate that a layer feels depend less on the configured one.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class GanConfig(BaseModel):
     truncation: Literal["none", "jacobian"] = "none"  # sampling: drop the latents G stretches most
     truncation_ratio: float = Field(100.0, gt=1)  # ... those whose volume element > ratio x median
     standardize: bool = False  # vector data: the nets see per-feature standardized data
+    weight_norm: float = Field(0.0, ge=0, le=1)  # mlp nets: weight norm, v shrunk to this share (0 = off)
 
 
 def pack_samples(x: Tensor, pack: int) -> Tensor:
@@ -327,14 +330,19 @@ def build(cfg: GanConfig, info: DataInfo) -> GAN:
     if cfg.standardize and info.kind != "vector":
         raise ValueError(f"model.standardize=true is for vector data; {info.name} is {info.kind} "
                          "(images are already scaled to [-1, 1])")
+    if cfg.weight_norm and cfg.net != "mlp":
+        raise ValueError(f"model.weight_norm is implemented for net=mlp, not net={cfg.net}; set model.weight_norm=0")
+    if cfg.weight_norm and cfg.spectral_norm:
+        raise ValueError("model.weight_norm and model.spectral_norm both normalize the critic's weights; choose one")
     classes = info.num_classes if cfg.conditional else None
+    wn = cfg.weight_norm or None
     if cfg.net == "mlp":
         dim = math.prod(info.shape)
         if len(info.shape) != 1:
             raise ValueError(f"net=mlp needs vector data, got shape {info.shape}; use net=dcgan for images")
-        g = MLPGenerator(cfg.z_dim, dim, cfg.width, cfg.depth, num_classes=classes)
+        g = MLPGenerator(cfg.z_dim, dim, cfg.width, cfg.depth, num_classes=classes, weight_norm=wn)
         d = MLPCritic(dim * cfg.pack, cfg.width, cfg.depth, spectral_norm=cfg.spectral_norm,
-                      mbstd=cfg.mbstd, num_classes=classes)
+                      mbstd=cfg.mbstd, num_classes=classes, weight_norm=wn)
     else:
         if len(info.shape) != 3:
             raise ValueError(f"net={cfg.net} needs images (C, H, W), got shape {info.shape}; use net=mlp")

@@ -30,6 +30,24 @@ def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(module) if enabled else module
 
 
+def maybe_wn(module: nn.Module, scale: float | None) -> nn.Module:
+    """Weight normalization (Salimans & Kingma 2016), w = g v / |v| per output unit, through
+    torch's parametrization, when `scale` is given; g starts at |v| (the layer computes what it
+    did before) and v is then shrunk to `scale` times its norm, which leaves w unchanged.
+
+    Why shrink v: w does not depend on |v|, so a step of size lr turns v's direction by about
+    lr / |v|, and Adam's steps are orthogonal-ish to v, so |v| grows with the steps taken
+    (Arora, Li & Lyu 2019, "auto rate-tuning"; Wan et al. 2021, "spherical motion dynamics").
+    A small |v| makes a low learning rate turn the weights quickly; a high one grows |v| and
+    slows itself down: the effective rate depends much less on the configured one."""
+    if scale is None:
+        return module
+    module = nn.utils.parametrizations.weight_norm(module)
+    with torch.no_grad():
+        module.parametrizations.weight.original1.mul_(scale)  # v; original0 is g
+    return module
+
+
 class MinibatchStdDev(nn.Module):
     """Minibatch standard deviation (Karras et al. 2018, ProGAN section 3).
 
@@ -64,9 +82,10 @@ class Projection(nn.Module):
     f(x, y) = psi(h) + <embed(y), h>; without classes it is the plain linear head psi(h).
     """
 
-    def __init__(self, features: int, num_classes: int | None, spectral_norm: bool):
+    def __init__(self, features: int, num_classes: int | None, spectral_norm: bool,
+                 weight_norm: float | None = None):
         super().__init__()
-        self.psi = maybe_sn(nn.Linear(features, 1), spectral_norm)
+        self.psi = maybe_wn(maybe_sn(nn.Linear(features, 1), spectral_norm), weight_norm)
         self.embed = maybe_sn(nn.Embedding(num_classes, features), spectral_norm) if num_classes else None
 
     def forward(self, h: Tensor, y: Tensor | None = None) -> Tensor:  # h (B, F) -> (B,)
