@@ -29,6 +29,9 @@ Parts:
 
 `--set key=value` (repeatable) overrides stablegen's recipe in every run, after the grid's lr /
 beta1, to measure a variant without editing the built-in recipe; the baseline stays as it is.
+`--cells 1e-4:0,3e-3:0.9` runs only those cells of part b; `--ratios 50,30` also measures each
+mixture run sampled with Jacobian truncation at those thresholds (keys `t50_modes`, `t50_hq`, ...),
+the same trained generator and sampling seed, so a threshold is screened without retraining.
 
 Writes benchmarks/results/stability.json (every run, the settings and the machine) and prints
 markdown tables. Runs go to a temporary directory and are deleted.
@@ -128,6 +131,9 @@ def run_one(job: dict) -> dict:
             metrics = measure()
             if job["recipe"]["model"].get("truncation", "none") != "none":  # the raw generator beside it
                 metrics.update({f"raw_{k}": v for k, v in measure(truncate=False).items()})
+            for ratio in job.get("ratios", ()):  # other truncation thresholds, same generator
+                run.method.cfg.truncation_ratio = ratio
+                metrics.update({f"t{ratio:g}_{k}": v for k, v in measure(truncate=True).items()})
         else:
             metrics = run.evaluate(["stacked_modes"], n=STACKED_SAMPLES, ema=ema)
     finally:
@@ -245,7 +251,8 @@ def table_b(results: list[dict]) -> str:
                 for method in ("baseline", "stablegen"):
                     rs = [r for r in rows if r["data"] == data and r["method"] == method
                           and r["lr"] == lr and r["beta1"] == beta1]
-                    parts.append(f"{sum(succeeded(r) for r in rs)}/{len(rs)} ({100 * _mean([r['hq'] for r in rs]):.0f})")
+                    parts.append(f"{sum(succeeded(r) for r in rs)}/{len(rs)} ({100 * _mean([r['hq'] for r in rs]):.0f})"
+                                 if rs else "-")
                 cells.append(" / ".join(parts))
             out.append(f"| {lr:g} | " + " | ".join(cells) + " |")
         for method in ("baseline", "stablegen"):
@@ -295,6 +302,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override of stablegen's runs, after the grid's lr / beta1 (repeatable; "
                         "the baseline keeps the built-in recipe's batch and steps)")
+    p.add_argument("--cells", default=None, help="part b: only these LR:BETA1 cells (comma list, e.g. 1e-4:0,3e-3:0.9)")
+    p.add_argument("--ratios", default="", help="also measure mixture runs at these Jacobian truncation ratios (comma list)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -328,8 +337,16 @@ def main() -> None:
     def with_overrides(method: str, recipe: dict) -> dict:
         return apply_overrides(recipe, overrides) if method == "stablegen" and overrides else recipe
 
-    jobs = [{**j, "threads": args.threads, "recipe": with_overrides(j["method"], j["recipe"])}
-            for j in jobs if j["method"] in methods]
+    try:
+        cells = None if args.cells is None else {tuple(float(v) for v in c.split(":")) for c in args.cells.split(",")}
+        ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
+    except ValueError:
+        p.error(f"--cells {args.cells!r} / --ratios {args.ratios!r}: expected LR:BETA1,... and numbers")
+    if any(r <= 1 for r in ratios):
+        p.error("--ratios: each truncation ratio must be > 1")
+    jobs = [{**j, "threads": args.threads, "ratios": ratios, "recipe": with_overrides(j["method"], j["recipe"])}
+            for j in jobs if j["method"] in methods
+            and (cells is None or j["part"] != "b" or (j["lr"], j["beta1"]) in cells)]
     partial = args.out.with_suffix(".partial.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial.unlink(missing_ok=True)
