@@ -29,12 +29,14 @@ from .train import distributed
 from .train.loop import Trainer, resolve_device
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int, deterministic: bool, compile: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
+    if deterministic and compile:  # also sets inductor's flag, at the cost of importing inductor (~3 s)
         torch.use_deterministic_algorithms(True, warn_only=True)
+    elif deterministic:  # the same ATen flag, without the inductor import that eager nets never use
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def build_method(recipe: Recipe, data: Dataset) -> Method:
@@ -84,7 +86,7 @@ class Run:
 def _seed_and_threads(recipe: Recipe) -> None:
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    seed_everything(recipe.train.seed, recipe.train.deterministic)
+    seed_everything(recipe.train.seed, recipe.train.deterministic, recipe.train.compile)
 
 
 def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | list[str] | None = None,

@@ -133,3 +133,22 @@ def test_compile_switch(tmp_path):
     run = sg.train("gan-ring8", tiny({"train.steps": 3, "train.compile": True, "model.r1_weight": 0}),
                    run_dir=tmp_path / "b")
     assert run.status == "finished" and "G.net.net.0.weight" in run.method.state_dict()  # names unchanged
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_seed_everything_turns_on_deterministic_algorithms(compile):
+    """train.deterministic sets the ATen flag (warn-only) with or without train.compile; only
+    with compile does it also set inductor's flag (the only path that imports inductor)."""
+    from stablegen.api import seed_everything
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        seed_everything(0, True, compile=compile)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        if compile:
+            import torch._inductor.config as inductor_config
+            assert inductor_config.deterministic
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
