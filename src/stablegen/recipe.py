@@ -99,6 +99,9 @@ class GuardConfig(Strict):
     collapse_after: int = Field(500, ge=0)  # no collapse checks before this step (G still spreading out)
     coverage: Action = "warn"  # classes lost (mixtures, digit images); docs/guide.md says why not rollback
     collapse_coverage: float = Field(1.0, gt=0, le=1)  # ... the share of the classes the samples must keep
+    quality: Action = "warn"  # the share of high-quality samples falls (2-D mixtures)
+    quality_drop: float = Field(0.25, gt=0, lt=1)  # ... below this fraction of its best
+    quality_min: float = Field(0.2, gt=0, le=1)  # ... judged once the share has reached this
     posterior_collapse: Action = "warn"  # VAE active units fall
     min_active_fraction: float = Field(0.05, ge=0, le=1)  # fewer active latent units than this: collapse
     check_every: int = Field(50, ge=1)  # steps between health / diversity checks

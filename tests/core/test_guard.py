@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from stablegen.api import build_method, seed_everything
 from stablegen.base import Batch, DataInfo, Method, Phase
 from stablegen.data import Dataset, load_dataset
+from stablegen.data.toys import mixture_means
 from stablegen.recipe import GuardConfig, load_recipe
 from stablegen.train.guard import StabilityGuard
 from stablegen.train.loop import Trainer
@@ -46,7 +47,7 @@ class Probe(Method):
         return dict(self.fake_health)
 
 
-def probe_trainer(tmp_path, data="moons", **guard):
+def probe_trainer(tmp_path, data="moons", method=Probe, **guard):
     recipe = load_recipe({"model": {"family": "gan"}, "data": {"name": data, "n": 512, "batch_size": 64},
                           "optim": {"main": {"lr": 1e-2}}},
                          {"train.steps": 300, "train.progress": False, "train.sample_every": 0,
@@ -55,7 +56,7 @@ def probe_trainer(tmp_path, data="moons", **guard):
     seed_everything(0, True)
     data = load_dataset(recipe.data)
     torch.manual_seed(0)
-    return Trainer(Probe(), data, recipe, tmp_path)
+    return Trainer(method(), data, recipe, tmp_path)
 
 
 def events(tmp_path):
@@ -205,7 +206,7 @@ def test_lost_modes_on_a_labelled_toy_roll_back(tmp_path):
     t = probe_trainer(tmp_path, data="ring8", coverage="rollback", collapse_after=0, patience=2,
                       spike="warn", explosion="warn")
     t.fit(stop_at=100)
-    assert t.guard.coverage == 1.0 and t.guard.events == []
+    assert t.guard.coverage.value == 1.0 and t.guard.events == []
     t.method.lin.weight.requires_grad_(False)
     with torch.no_grad():
         t.method.lin.weight.copy_(torch.eye(2))
@@ -231,11 +232,11 @@ def test_coverage_counts_only_after_it_was_reached_and_resets_on_rollback():
     g.check_health(750, {}, None, 0.875)
     assert [e.action for e in g.events] == ["rollback"] and g.take_verdict() is g.events[0]
     g.on_rollback()
-    assert g.coverage == 1.0 and g.peak_coverage == 1.0 and g.healthy()
+    assert g.coverage.value == 1.0 and g.coverage.peak == 1.0 and g.healthy()
     state = g.state_dict()
     h = StabilityGuard(GuardConfig())
     h.load_state_dict(json.loads(json.dumps(state)))
-    assert (h.coverage, h.peak_coverage, h.snapshot_coverage) == (1.0, 1.0, 1.0)
+    assert (h.coverage.value, h.coverage.peak, h.coverage.snapshot) == (1.0, 1.0, 1.0)
 
 
 def test_a_lost_mode_is_warned_once_per_fall_by_default():
@@ -248,6 +249,82 @@ def test_a_lost_mode_is_warned_once_per_fall_by_default():
     assert [(e.detector, e.action, e.step) for e in g.events] == [("class_coverage", "warn", 100),
                                                                  ("class_coverage", "warn", 350)]
     assert g.take_verdict() is None and g.healthy()  # a warning neither rolls back nor delays snapshots
+
+
+class OnModes(Probe):
+    """ring8 samples at the modes, `spread` (a buffer, so a rollback restores it) around them."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("spread", torch.tensor(0.005))
+
+    def sample(self, n, *, generator=None, **kw):
+        means = mixture_means("ring8")
+        k = torch.randint(len(means), (n,), generator=generator)
+        return means[k] + self.spread * torch.randn(n, 2, generator=generator)
+
+
+def test_samples_drifting_off_the_modes_roll_back_on_quality(tmp_path):
+    """A critic gone blind lets the samples drift off the modes while each mode keeps its
+    nearest samples and the spread over the plane holds: neither diversity nor coverage sees it.
+    The high-quality share (within 3 std = 0.03 of a mode) falls from ~100 % (spread 0.005) to
+    ~4 % (spread 0.1: P(|N(0, 0.1^2 I)| <= 0.03) = 1 - exp(-0.045)), far under a quarter of its best,
+    and the quality check rolls back to the snapshot that still had spread 0.005."""
+    t = probe_trainer(tmp_path, data="ring8", method=OnModes, quality="rollback", collapse_after=0, patience=2,
+                      spike="warn", explosion="warn")
+    t.fit(stop_at=100)
+    assert t.guard.quality.value > 0.99 and t.guard.events == []
+    t.method.spread.fill_(0.1)
+    t.fit(stop_at=140)
+    ev = [e for e in t.guard.events if e.detector == "sample_quality"]
+    assert len(ev) == 1 and ev[0].action == "rollback" and ev[0].evidence["hq"] < 0.1
+    assert ev[0].evidence["peak_hq"] > 0.99 and "high quality" in ev[0].message
+    assert [e.detector for e in t.guard.events] == ["sample_quality"]  # coverage and diversity held
+    assert t.guard.rollbacks == 1 and float(t.method.spread) == pytest.approx(0.005)  # the restored state
+
+
+def test_quality_is_judged_once_reached_and_warned_once_per_fall_by_default():
+    g = StabilityGuard(GuardConfig(patience=2))
+    assert (g.cfg.quality, g.cfg.quality_drop, g.cfg.quality_min) == ("warn", 0.25, 0.2)
+    for step, q in enumerate((0.1, 0.02, 0.02, 0.02)):  # a generator still finding the modes
+        g.check_health(step * 50, {}, None, 1.0, q)
+    assert g.events == []
+    for step, q in enumerate((0.6, 0.2, 0.1, 0.1, 0.1, 0.1, 0.7, 0.15, 0.15), start=4):
+        g.check_health(step * 50, {}, None, 1.0, q)
+    assert [(e.detector, e.action, e.step) for e in g.events] == [("sample_quality", "warn", 350),
+                                                                 ("sample_quality", "warn", 600)]
+    assert g.events[0].evidence == {"hq": 0.1, "peak_hq": 0.6} and g.events[1].evidence["peak_hq"] == 0.7
+    for step, q in enumerate((0.2, 0.15, 0.15, 0.3, 0.15, 0.15), start=13):  # wavering under half of 0.7
+        g.check_health(step * 50, {}, None, 1.0, q)
+    assert len(g.events) == 2  # the same fall: it ends only back at half its best
+    assert g.take_verdict() is None and g.healthy()  # a warning neither rolls back nor delays snapshots
+
+
+def test_quality_rollback_resets_from_the_snapshot_and_survives_a_checkpoint():
+    g = StabilityGuard(GuardConfig(quality="rollback", patience=2))
+    g.check_health(500, {}, None, None, 0.8)
+    g.on_snapshot()
+    g.check_health(550, {}, None, None, 0.1)
+    assert g.events == [] and not g.healthy()  # part-way to a verdict: no snapshot now
+    g.check_health(600, {}, None, None, 0.1)
+    assert [e.action for e in g.events] == ["rollback"] and g.take_verdict() is g.events[0]
+    g.on_rollback()
+    assert (g.quality.value, g.quality.peak, g.quality.low_checks) == (0.8, 0.8, 0) and g.healthy()
+    h = StabilityGuard(GuardConfig())
+    h.load_state_dict(json.loads(json.dumps(g.state_dict())))
+    assert h.quality == g.quality and h.coverage == g.coverage
+
+
+def test_checkpoints_from_before_the_quality_check_load():
+    """Guard state written when coverage was kept in flat keys (and no quality was watched)."""
+    state = StabilityGuard(GuardConfig()).state_dict()
+    del state["coverage_fall"], state["quality_fall"]
+    state.update({"coverage": 0.875, "peak_coverage": 1.0, "snapshot_coverage": 1.0,
+                  "uncovered_checks": 1, "coverage_reported": False})
+    g = StabilityGuard(GuardConfig())
+    g.load_state_dict(state)
+    assert (g.coverage.value, g.coverage.peak, g.coverage.snapshot, g.coverage.low_checks) == (0.875, 1.0, 1.0, 1)
+    assert g.quality.value is None and g.quality.peak == 0.0
 
 
 def test_posterior_collapse_hook(tmp_path):

@@ -1,12 +1,12 @@
-"""The guard's class coverage (metrics/coverage.py): kept classes on hand-made labels, and the
-class readers of the 2-D mixtures and of digit images."""
+"""The guard's class coverage (metrics/coverage.py): kept classes on hand-made labels, the
+class readers of the 2-D mixtures and of digit images, and the mixtures' quality reader."""
 
 import pytest
 import torch
 
 from stablegen.data import load_dataset
 from stablegen.data.toys import mixture_means
-from stablegen.metrics.coverage import class_reader, kept_share
+from stablegen.metrics.coverage import class_reader, kept_share, quality_reader
 from stablegen.recipe import DataConfig
 
 
@@ -36,3 +36,15 @@ def test_digit_images_are_read_by_the_classifier_channel_by_channel():
     stacked = torch.cat([digits.x[:300], threes.repeat(3, 1, 1, 1), digits.x[300:600]], 1)  # (300, 3, 8, 8)
     assert read(stacked).shape == (300, 3)
     assert kept_share(read(stacked), k) == pytest.approx(0.7)  # channel 1 keeps one digit of ten
+
+
+def test_quality_reader_is_the_share_within_three_std_of_a_mode():
+    """grid25 (std 0.05): samples 0.1 from a mode are high quality, 0.2 from one are not,
+    however every mode keeps its nearest samples."""
+    hq = quality_reader("grid25", (2,))
+    means = mixture_means("grid25")
+    near, far = means + torch.tensor([0.1, 0.0]), means + torch.tensor([0.0, 0.2])
+    assert hq(torch.cat([near, near, near, far])) == pytest.approx(0.75)
+    read, k = class_reader("grid25", (2,))
+    assert kept_share(read(far.repeat(40, 1)), k) == 1.0  # coverage alone does not see the drift
+    assert quality_reader("moons", (2,)) is None and quality_reader("digits", (1, 8, 8)) is None

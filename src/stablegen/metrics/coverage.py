@@ -5,6 +5,10 @@ nearest mode (however far: the check watches where the mass goes, not how sharp 
 digit images (digits, stacked-digits) it is the digits classifier's reading of each channel, so
 a stacked-digits generator is judged on the 3 x 10 (channel, digit) classes. A class counts as
 kept when it gets at least `min_share` of a fair share (1/K) of the samples.
+
+Where a sample's quality can be read too (the 2-D mixtures: within 3 std of its nearest mode,
+the benchmark's "high quality"), the guard also watches the high-quality share of the same
+samples: a generator can keep every mode's nearest samples while they drift off the modes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..data.toys import MIXTURES, mixture_means
+from .mixtures import mixture_metrics
 
 Reader = Callable[[Tensor], Tensor]  # samples (N, ...) -> class labels (N, C)
 
@@ -44,4 +49,12 @@ def class_reader(dataset: str, sample_shape: tuple[int, ...]) -> tuple[Reader, i
             return net(x).logits.argmax(-1).reshape(len(x), -1)  # (N, C): a digit per channel
 
         return read, 10
+    return None
+
+
+def quality_reader(dataset: str, sample_shape: tuple[int, ...]) -> Callable[[Tensor], float] | None:
+    """The share of high-quality samples (metrics/mixtures.py) for data where a sample's
+    quality can be read off it (the 2-D mixtures), else None."""
+    if dataset in MIXTURES and sample_shape == (2,):
+        return lambda x: mixture_metrics(x, dataset)["hq"]
     return None

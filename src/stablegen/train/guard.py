@@ -12,6 +12,9 @@ Detectors (each raises a typed Event with its evidence):
                    generator that has not spread out yet gets one warning, never a rollback
   class_coverage   the share of the classes the samples keep (2-D mixtures, digit images) falls
                    below collapse_coverage after having reached it; reported once per fall
+  sample_quality   the share of high-quality samples (2-D mixtures: within 3 std of a mode)
+                   falls below quality_drop x its best after reaching quality_min: the samples
+                   drift off the modes while still covering them (a critic gone blind)
   posterior_collapse  a VAE's share of active latent units below min_active_fraction
 Actions: warn, skip (the update), rollback (to the last good in-memory snapshot, with the
 learning rate times lr_factor and GP / R1 weights times reg_factor), stop (with a diagnosis).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -41,6 +45,40 @@ class Event:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Fall:
+    """A share the samples must not lose once reached (class coverage, the high-quality share):
+    its last value, its best since the state the weights came from, its value at the last
+    snapshot, the checks in a row it has been low, and whether this fall was reported."""
+
+    value: float | None = None
+    peak: float = 0.0
+    snapshot: float | None = None
+    low_checks: int = 0
+    reported: bool = False
+
+    def observe(self, value: float, is_low: Callable[[float, float], bool], patience: int,
+                recovered: Callable[[float, float], bool] | None = None) -> bool:
+        """Record a check; True when `is_low(value, peak)` has held for `patience` checks in a
+        row and this fall was not reported yet (one event per fall, none while it stays low).
+        A fall ends when `recovered(value, peak)` (default: no longer low), so a share that
+        wavers about the threshold is reported once, not at every crossing."""
+        self.value, self.peak = value, max(self.peak, value)
+        low = is_low(value, self.peak)
+        self.low_checks = self.low_checks + 1 if low else 0
+        back = not low if recovered is None else recovered(value, self.peak)
+        self.reported = self.reported and not back
+        if low and self.low_checks >= patience and not self.reported:
+            self.low_checks, self.reported = 0, True
+            return True
+        return False
+
+    def restore(self) -> None:
+        """After a rollback: judged from the restored snapshot's value, not the peak since."""
+        self.value, self.peak = self.snapshot, self.snapshot or 0.0
+        self.low_checks, self.reported = 0, False
 
 
 def robust_z(window: deque, value: float) -> float:
@@ -72,11 +110,8 @@ class StabilityGuard:
         self.peak_diversity = 0.0  # its highest value since the state the weights came from
         self.snapshot_diversity: float | None = None  # the ratio when the last snapshot was taken
         self.unspread_warned = False  # the "not spread out yet" warning is given once
-        self.coverage: float | None = None  # the same three for the share of modes covered
-        self.peak_coverage = 0.0
-        self.snapshot_coverage: float | None = None
-        self.uncovered_checks = 0
-        self.coverage_reported = False  # this fall was reported: no event again until it recovers
+        self.coverage = Fall()  # the share of the data's classes the samples keep
+        self.quality = Fall()  # the share of high-quality samples
         self.new_events: list[Event] = []
 
     # ---- per update ------------------------------------------------------------------------
@@ -130,7 +165,7 @@ class StabilityGuard:
 
     # ---- periodic checks ---------------------------------------------------------------
     def check_health(self, step: int, health: dict[str, float], diversity_ratio: float | None,
-                     coverage: float | None = None) -> None:
+                     coverage: float | None = None, quality: float | None = None) -> None:
         if not self.cfg.enabled:
             return
         cfg = self.cfg
@@ -170,34 +205,35 @@ class StabilityGuard:
                                   "(no rollback: there is no more diverse state to return to)",
                                   {"diversity_ratio": diversity_ratio, "peak": self.peak_diversity}))
 
-        if coverage is not None:
-            self._check_coverage(step, coverage)
-
-    def _check_coverage(self, step: int, coverage: float) -> None:
-        cfg = self.cfg
-        self.coverage, self.peak_coverage = coverage, max(self.peak_coverage, coverage)
-        lost = coverage < cfg.collapse_coverage <= self.peak_coverage  # reached, then fell
-        self.uncovered_checks = self.uncovered_checks + 1 if lost else 0
-        self.coverage_reported = self.coverage_reported and lost
-        if lost and self.uncovered_checks >= cfg.patience and not self.coverage_reported:
-            self.uncovered_checks, self.coverage_reported = 0, True
+        if coverage is not None and self.coverage.observe(
+                coverage, lambda v, peak: v < cfg.collapse_coverage <= peak, cfg.patience):  # reached, then fell
             self._raise(Event(step, "class_coverage", cfg.coverage,
                               f"the samples cover {coverage:.0%} of the data's modes (threshold "
-                              f"{cfg.collapse_coverage:.0%}; they had covered {self.peak_coverage:.0%})",
-                              {"coverage": coverage, "peak_coverage": self.peak_coverage}))
+                              f"{cfg.collapse_coverage:.0%}; they had covered {self.coverage.peak:.0%})",
+                              {"coverage": coverage, "peak_coverage": self.coverage.peak}))
+        if quality is not None and self.quality.observe(
+                quality, lambda v, peak: peak >= cfg.quality_min and v < cfg.quality_drop * peak, cfg.patience,
+                recovered=lambda v, peak: v >= 0.5 * peak):  # back to half its best ends a fall
+            self._raise(Event(step, "sample_quality", cfg.quality,
+                              f"{quality:.0%} of the samples are high quality (within 3 std of a mode), under "
+                              f"{cfg.quality_drop} of the {self.quality.peak:.0%} they had reached: the samples "
+                              "drift off the modes while still covering them (a critic that no longer tells "
+                              "real from fake reads as a converged one)",
+                              {"hq": quality, "peak_hq": self.quality.peak}))
 
     def healthy(self) -> bool:
         """No detector is part-way to a verdict, so the current state may serve as a rollback
         target (a snapshot taken inside a loss spike's patience window would be rolled back to
         and spike again at once)."""
         collapsing = self.collapsed_checks > 0 and self.peak_diversity >= self.cfg.collapse_ratio
-        losing_modes = self.uncovered_checks > 0 and self.cfg.coverage in ("rollback", "stop")
+        losing_modes = self.coverage.low_checks > 0 and self.cfg.coverage in ("rollback", "stop")
+        losing_quality = self.quality.low_checks > 0 and self.cfg.quality in ("rollback", "stop")
         return (self.pending is None and self.skips_in_row == 0 and not collapsing and not losing_modes
-                and not any(self.outliers.values()))
+                and not losing_quality and not any(self.outliers.values()))
 
     def on_snapshot(self) -> None:
         self.snapshot_diversity = self.diversity
-        self.snapshot_coverage = self.coverage
+        self.coverage.snapshot, self.quality.snapshot = self.coverage.value, self.quality.value
 
     # ---- decisions -------------------------------------------------------------------------
     def _raise(self, event: Event) -> None:
@@ -226,8 +262,8 @@ class StabilityGuard:
         # the restored weights are as diverse as they were at the snapshot, not at the peak since
         self.diversity = self.snapshot_diversity
         self.peak_diversity = self.snapshot_diversity or 0.0
-        self.coverage, self.peak_coverage = self.snapshot_coverage, self.snapshot_coverage or 0.0
-        self.uncovered_checks, self.coverage_reported = 0, False
+        self.coverage.restore()
+        self.quality.restore()
         for key in self.outliers:
             self.outliers[key] = 0
 
@@ -247,9 +283,8 @@ class StabilityGuard:
                 "overflows": self.overflows, "saturated_checks": self.saturated_checks,
                 "collapsed_checks": self.collapsed_checks, "diversity": self.diversity,
                 "peak_diversity": self.peak_diversity, "snapshot_diversity": self.snapshot_diversity,
-                "unspread_warned": self.unspread_warned, "coverage": self.coverage,
-                "peak_coverage": self.peak_coverage, "snapshot_coverage": self.snapshot_coverage,
-                "uncovered_checks": self.uncovered_checks, "coverage_reported": self.coverage_reported,
+                "unspread_warned": self.unspread_warned, "coverage_fall": asdict(self.coverage),
+                "quality_fall": asdict(self.quality),
                 "windows": {k: list(v) for k, v in self.windows.items()}, "outliers": dict(self.outliers),
                 "events": [e.to_json() for e in self.events]}
 
@@ -263,10 +298,13 @@ class StabilityGuard:
         self.peak_diversity = float(state.get("peak_diversity", 1.0))
         self.snapshot_diversity = state.get("snapshot_diversity")
         self.unspread_warned = bool(state.get("unspread_warned", False))
-        self.coverage, self.snapshot_coverage = state.get("coverage"), state.get("snapshot_coverage")
-        self.peak_coverage = float(state.get("peak_coverage", 0.0))
-        self.uncovered_checks = int(state.get("uncovered_checks", 0))
-        self.coverage_reported = bool(state.get("coverage_reported", False))
+        if "coverage_fall" in state:
+            self.coverage = Fall(**state["coverage_fall"])
+        else:  # checkpoints written before the quality check kept coverage in flat keys
+            self.coverage = Fall(state.get("coverage"), float(state.get("peak_coverage", 0.0)),
+                                 state.get("snapshot_coverage"), int(state.get("uncovered_checks", 0)),
+                                 bool(state.get("coverage_reported", False)))
+        self.quality = Fall(**state.get("quality_fall", {}))
         self.windows = {k: deque(v, maxlen=self.cfg.window) for k, v in state["windows"].items()}
         self.outliers = dict(state["outliers"])
         self.events = [Event(**e) for e in state["events"]]

@@ -86,6 +86,7 @@ class Trainer:
         self.last: dict[str, Tensor] = {}
         self.real_diversity: float | None = None
         self.class_reader = None  # (reader, classes) of metrics/coverage.py, False when there is none
+        self.quality_reader = None  # the high-quality share of samples, where it can be read
         self.status = "running"
         self.message = ""
         self.last_eval: dict[str, float] | None = None
@@ -175,12 +176,13 @@ class Trainer:
     def _periodic(self, step: int) -> None:
         tc, gc = self.recipe.train, self.recipe.guard
         if gc.enabled and step % gc.check_every == 0:
-            health, ratio, coverage = self.method.health(), self._diversity_ratio(step), self._coverage(step)
+            health, ratio = self.method.health(), self._diversity_ratio(step)
+            coverage, quality = self._mode_checks(step)
             if self.world > 1:
                 both = distributed.mean_values({**health, "__ratio": -1.0 if ratio is None else ratio}, self.device)
                 ratio = None if ratio is None else both.pop("__ratio")
                 health = {k: v for k, v in both.items() if k != "__ratio"}
-            self.guard.check_health(step, health, ratio, coverage)
+            self.guard.check_health(step, health, ratio, coverage, quality)
         if step % tc.log_every == 0 and self.is_main:
             self._log(step)
         if gc.enabled and step % gc.snapshot_every == 0:
@@ -220,25 +222,31 @@ class Trainer:
         fake = self.method.monitor_sample(256, generator=g)
         return float(mean_pairwise_distance(fake.flatten(1).float().cpu())) / max(self.real_diversity, 1e-12)
 
-    def _coverage(self, step: int) -> float | None:
-        """Share of the data's classes the generator keeps (metrics/coverage.py; 40 raw samples
-        per class, so a kept class expects 40 and is lost under 10), for methods that sample in one forward pass on data whose classes can be read
-        off a sample (the 2-D mixtures, digit images); None otherwise. Every rank draws the same
-        latents from the same weights, so every rank reaches the same verdict."""
+    def _mode_checks(self, step: int) -> tuple[float | None, float | None]:
+        """(coverage, quality) of one batch of raw samples, for methods that sample in one
+        forward pass on data whose classes can be read off a sample (the 2-D mixtures, digit
+        images); None where not. Coverage is the share of the data's classes the generator keeps
+        (metrics/coverage.py; 40 samples per class, so a kept class expects 40 and is lost under
+        10); quality the share of high-quality samples, where a sample's quality can be read (the
+        2-D mixtures). Every rank draws the same latents from the same weights, so every rank
+        reaches the same verdict."""
         if not self.method.fast_sampling or step < self.recipe.guard.collapse_after:
-            return None
+            return None, None
         if self.class_reader is None:
-            from ..metrics.coverage import class_reader
+            from ..metrics.coverage import class_reader, quality_reader
 
-            self.class_reader = class_reader(self.recipe.data.name, tuple(self.data.x.shape[1:])) or False
+            shape = tuple(self.data.x.shape[1:])
+            self.class_reader = class_reader(self.recipe.data.name, shape) or False
+            self.quality_reader = quality_reader(self.recipe.data.name, shape)
         if not self.class_reader:
-            return None
+            return None, None
         from ..metrics.coverage import kept_share
 
         read, num_classes = self.class_reader
         with torch.no_grad():
-            fake = self.method.monitor_sample(40 * num_classes, generator=torch.Generator().manual_seed(4321))
-            return kept_share(read(fake.float()), num_classes)
+            fake = self.method.monitor_sample(40 * num_classes, generator=torch.Generator().manual_seed(4321)).float()
+            quality = self.quality_reader(fake.cpu()) if self.quality_reader is not None else None
+            return kept_share(read(fake), num_classes), quality
 
     def save_samples(self, step: int | str) -> Path:
         from ..report.grid import save_samples_png
