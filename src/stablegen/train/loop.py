@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from ..base import Method, has_capability
 from ..data import Dataset, InfiniteLoader
@@ -43,15 +44,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(params: list, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The phase's optimizer, with torch's multi-tensor (foreach) update on every device: torch
+    picks it by itself on CUDA only, and on CPU the per-parameter loop costs a small net's step
+    more than the arithmetic (benchmarks/step_cost.py)."""
+    kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "foreach": True}
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, betas=cfg.betas, eps=cfg.eps, **kw)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, betas=cfg.betas, eps=cfg.eps, **kw)
     if cfg.name == "nadam":  # Dozat 2016: Adam with Nesterov momentum (torch's momentum warm-up schedule)
-        return torch.optim.NAdam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.NAdam(params, betas=cfg.betas, eps=cfg.eps, **kw)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, momentum=cfg.momentum, **kw)
+    return torch.optim.RMSprop(params, momentum=cfg.momentum, eps=cfg.eps, **kw)
 
 
 class Trainer:
@@ -143,7 +148,9 @@ class Trainer:
             opt, ocfg = self.optims[phase.name], self.recipe.optim[phase.name]
             for _ in range(phase.repeats):
                 batch = self.loader.next()
-                with self._autocast():
+                # a parametrized weight (weight or spectral norm) is computed once per phase, however
+                # often the loss uses its net (a critic on real and on fake data)
+                with self._autocast(), parametrize.cached():
                     loss, logs = phase.loss(batch, step)
                     loss = loss.float().mean()
                 opt.zero_grad(set_to_none=True)
@@ -154,8 +161,8 @@ class Trainer:
                     loss = distributed.average_gradients(phase.params, loss)
                 self.scaler.unscale_(opt)
                 grads = [p.grad for p in phase.params if p.grad is not None]
-                norm = (torch.nn.utils.clip_grad_norm_(phase.params, ocfg.clip) if ocfg.clip
-                        else torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device))
+                norm = (torch.nn.utils.clip_grad_norm_(phase.params, ocfg.clip, foreach=True) if ocfg.clip
+                        else torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device))
                 if self.guard.allow_update(step, phase.name, loss, norm):
                     before = params_before_step(phase.params) if ocfg.optimism else None
                     self.scaler.step(opt)
