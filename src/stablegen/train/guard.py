@@ -58,27 +58,30 @@ class Fall:
     snapshot: float | None = None
     low_checks: int = 0
     reported: bool = False
+    back_checks: int = 0  # checks in a row the share has been recovered since it was reported
 
     def observe(self, value: float, is_low: Callable[[float, float], bool], patience: int,
-                recovered: Callable[[float, float], bool] | None = None) -> bool:
+                recovered: Callable[[float, float], bool] | None = None, hold: int = 1) -> bool:
         """Record a check; True when `is_low(value, peak)` has held for `patience` checks in a
         row and this fall was not reported yet (one event per fall, none while it stays low).
-        A fall ends when `recovered(value, peak)` (default: no longer low), so a share that
-        wavers about the threshold is reported once, not at every crossing."""
+        A fall ends when `recovered(value, peak)` (default: no longer low) has held for `hold`
+        checks in a row, so a share that wavers about the threshold is reported once, not at
+        every crossing."""
         self.value, self.peak = value, max(self.peak, value)
         low = is_low(value, self.peak)
         self.low_checks = self.low_checks + 1 if low else 0
         back = not low if recovered is None else recovered(value, self.peak)
-        self.reported = self.reported and not back
+        self.back_checks = self.back_checks + 1 if back else 0
+        self.reported = self.reported and self.back_checks < hold
         if low and self.low_checks >= patience and not self.reported:
-            self.low_checks, self.reported = 0, True
+            self.low_checks, self.reported, self.back_checks = 0, True, 0
             return True
         return False
 
     def restore(self) -> None:
         """After a rollback: judged from the restored snapshot's value, not the peak since."""
         self.value, self.peak = self.snapshot, self.snapshot or 0.0
-        self.low_checks, self.reported = 0, False
+        self.low_checks, self.reported, self.back_checks = 0, False, 0
 
 
 def robust_z(window: deque, value: float) -> float:
@@ -206,7 +209,8 @@ class StabilityGuard:
                                   {"diversity_ratio": diversity_ratio, "peak": self.peak_diversity}))
 
         if coverage is not None and self.coverage.observe(
-                coverage, lambda v, peak: v < cfg.collapse_coverage <= peak, cfg.patience):  # reached, then fell
+                coverage, lambda v, peak: v < cfg.collapse_coverage <= peak, cfg.patience,
+                hold=cfg.patience):  # reached, then fell; a fall ends once coverage holds for `patience` checks
             self._raise(Event(step, "class_coverage", cfg.coverage,
                               f"the samples cover {coverage:.0%} of the data's modes (threshold "
                               f"{cfg.collapse_coverage:.0%}; they had covered {self.coverage.peak:.0%})",
