@@ -131,8 +131,9 @@ def main() -> None:
     data = load_dataset(recipe.data)
     method = build_method(recipe, data)
     G, D = copy.deepcopy(method.G), copy.deepcopy(method.D)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    # the multi-tensor update, as the trainer's optimizers (train/loop.py make_optimizer)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True)
     gen = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(method, data, recipe, Path(tmp))
