@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..data.toys import MIXTURES, mixture_means
-from .mixtures import mixture_metrics
+from .mixtures import mixture_metrics, nearest_mode
 
 Reader = Callable[[Tensor], Tensor]  # samples (N, ...) -> class labels (N, C)
 
@@ -37,8 +37,8 @@ def kept_share(labels: Tensor, num_classes: int, min_share: float = 0.25) -> flo
 def class_reader(dataset: str, sample_shape: tuple[int, ...]) -> tuple[Reader, int] | None:
     """(reader, number of classes) for data whose classes can be read off a sample, else None."""
     if dataset in MIXTURES and sample_shape == (2,):
-        means = mixture_means(dataset).double()
-        return (lambda x: torch.cdist(x.double(), means.to(x.device)).argmin(1)[:, None]), len(means)
+        means = mixture_means(dataset)
+        return (lambda x: nearest_mode(x, means)[1][:, None]), len(means)
     is_digit_images = dataset.startswith(("digits", "stacked-digits")) and len(sample_shape) == 3
     if is_digit_images and sample_shape[-2:] == (8, 8):
         from .features import DigitsFeatures

@@ -16,6 +16,11 @@ from torch import Tensor
 from ..data.toys import mixture_means, mixture_std
 
 
+def nearest_mode(x: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
+    """(distance, index) of each sample's nearest mean, for x (N, D) and means (K, D)."""
+    return torch.cdist(x.double(), means.double().to(x.device)).min(1)
+
+
 def mode_metrics(x: Tensor, means: Tensor, std: float) -> dict[str, float]:
     """modes (covered, of K), hq (share of HQ samples, 0..1), reverse_kl (nats) for x (N, 2).
 
@@ -23,8 +28,7 @@ def mode_metrics(x: Tensor, means: Tensor, std: float) -> dict[str, float]:
     """
     if x.dim() != 2 or x.shape[1] != means.shape[1]:
         raise ValueError(f"need (N, {means.shape[1]}) samples; got shape {tuple(x.shape)}")
-    dist = torch.cdist(x.double(), means.double())  # (N, K)
-    nearest_dist, nearest = dist.min(1)
+    nearest_dist, nearest = nearest_mode(x, means)
     hq = nearest_dist <= 3 * std
     counts = torch.bincount(nearest[hq], minlength=len(means)).double()  # (K,)
     if counts.sum() == 0:
