@@ -93,7 +93,8 @@ class GuardConfig(Strict):
     spike_after: int = Field(500, ge=0)  # no loss-spike / gradient-explosion verdicts before this step
     saturation: Action = "rollback"  # GAN critic saturation with vanishing G gradient
     saturation_acc: float = Field(0.99, gt=0.5, le=1)  # critic accuracy that counts as saturated
-    saturation_steps: int = Field(200, ge=1)  # ... held for this many steps
+    saturation_grad: float = Field(0.1, gt=0, le=1)  # ... with G's gradient norm under this share of its unsaturated level
+    saturation_steps: int = Field(200, ge=1)  # ... both held for this many steps
     collapse: Action = "rollback"  # mode collapse (sample diversity falls)
     collapse_ratio: float = Field(0.3, gt=0, lt=1)  # diversity / data diversity that counts as collapse
     collapse_after: int = Field(500, ge=0)  # no collapse checks before this step (G still spreading out)

@@ -19,17 +19,33 @@ def gan(info=VEC, **kw):
     return build(GanConfig(**base | kw), info)
 
 
-@pytest.mark.parametrize("loss", ["ns", "hinge", "wgan", "lsgan"])
+@pytest.mark.parametrize("loss", ["ns", "minimax", "hinge", "wgan", "lsgan"])
 def test_losses_match_their_formulas(loss):
     m = gan(loss=loss)
     dr, df = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
     expected = {
         "ns": F.softplus(-dr) + F.softplus(df),
+        "minimax": F.softplus(-dr) + F.softplus(df),
         "hinge": F.relu(1 - dr) + F.relu(1 + df),
         "wgan": df - dr,
         "lsgan": 0.5 * (dr - 1) ** 2 + 0.5 * df**2,
     }[loss]
     assert torch.allclose(m.critic_loss(dr, df), expected)
+
+
+@pytest.mark.parametrize("loss", ["ns", "minimax"])
+def test_the_minimax_generator_loss_saturates_and_the_non_saturating_one_does_not(loss):
+    """Goodfellow et al. 2014, sec. 3: G minimizing log(1 - D(G(z))) gets no gradient where the
+    critic is sure (d -> -inf); maximizing log D(G(z)) instead gets the most there."""
+    m = gan(loss=loss)
+    d_fake = torch.tensor([-8.0, 0.0], requires_grad=True)
+    m.D.forward = lambda x, y=None: d_fake  # noqa: E731  the critic's verdicts, fixed
+    loss_g, _ = m.g_loss(Batch(torch.zeros(2, 2)), 0)
+    assert torch.allclose(loss_g, torch.log1p(-torch.sigmoid(d_fake)) if loss == "minimax"
+                          else -F.logsigmoid(d_fake))
+    (grad,) = torch.autograd.grad(loss_g.sum(), d_fake)
+    sure, unsure = grad.abs().tolist()
+    assert (sure < 1e-3 and unsure == pytest.approx(0.5)) if loss == "minimax" else sure > 0.99
 
 
 def test_one_sided_label_smoothing_targets_real_at_1_minus_s():
@@ -167,6 +183,26 @@ def test_ada_moves_p_toward_target():
     for step in range(20):
         m.on_step_end(step, {})
     assert m.ada_p.item() > 0.5
+
+
+@pytest.mark.parametrize("loss, d_real, rt", [("hinge", 0.3, 1.0), ("lsgan", 0.3, -1.0), ("lsgan", 0.7, 1.0)])
+def test_ada_reads_the_sign_of_d_real_about_the_losss_decision_threshold(loss, d_real, rt):
+    """r_t = E[sign(D(real))] (Karras et al. 2020, eq. 1) about the output that separates real from
+    fake: 0 for a logit or a score, 0.5 between the least-squares targets 0 and 1."""
+    m = gan(IMG, loss=loss, augment="ada")
+    m._last = {"d_real": torch.full((8,), d_real), "d_fake": torch.zeros(8)}
+    for step in range(200):
+        m.on_step_end(step, {})
+    assert m.ada_rt.item() == pytest.approx(rt, abs=1e-6)
+
+
+def test_minibatch_stddev_keeps_float32_statistics_under_fp16_autocast():
+    x = torch.full((8, 4), 0.5, requires_grad=True)  # no spread: the std is its 1e-8 floor
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = MinibatchStdDev(4)(torch.nn.functional.linear(x, torch.eye(4)))
+    assert y.dtype == torch.float16
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()  # in half precision the floor underflowed: sqrt'(0) = inf
 
 
 @pytest.mark.parametrize("net, size", [("dcgan", 8), ("dcgan", 16), ("resnet", 32)])

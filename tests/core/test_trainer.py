@@ -203,3 +203,29 @@ def test_a_parametrized_critic_is_computed_once_per_phase(tmp_path):
     method.D.body[0].parametrizations.weight[0].register_forward_hook(lambda *a: calls.append(1))
     Trainer(method, data, recipe, tmp_path / "r").fit()
     assert len(calls) == 2 * 8
+
+
+@pytest.mark.parametrize("augment", ["diffaugment", "ada"])
+def test_augmentation_switches_reach_the_critic_through_the_trainer(tmp_path, monkeypatch, augment):
+    """model.augment: every image the critic sees in training is augmented, reals and fakes in
+    both phases (Zhao et al. 2020, sec. 3.2; Karras et al. 2020), and the generator's fakes keep
+    their gradient through it."""
+    import stablegen.methods.gan as gan_module
+
+    seen = []
+
+    def spy(x, policy, p=1.0):
+        seen.append((x.requires_grad, float(p)))
+        return gan_module.__dict__["_real_diff_augment"](x, policy, p=p)
+
+    monkeypatch.setitem(gan_module.__dict__, "_real_diff_augment", gan_module.diff_augment)
+    monkeypatch.setattr(gan_module, "diff_augment", spy)
+    over = tiny({"train.steps": 8, "model.width": 8, "data.batch_size": 16, "model.augment": augment,
+                 "model.ada_interval": 1, "model.ada_speed": 64, "model.ada_target": 0.01, "train.log_every": 4})
+    run = sg.train("dcgan-digits", over, run_dir=tmp_path / augment)
+    assert len(seen) == 3 * 8  # D: real and fake; G: fake
+    assert [g for g, _ in seen] == [False, False, True] * 8  # only the G phase's fakes carry a gradient
+    if augment == "ada":  # p starts at 0 and is steered by r_t; the critic's health reports both
+        assert seen[0][1] == 0.0 and run.method.ada_p.item() > 0
+        logged = [json.loads(line) for line in (tmp_path / augment / "metrics.jsonl").read_text().splitlines()]
+        assert logged[0]["step"] == 4 and "health/ada_p" in logged[0] and "health/ada_rt" in logged[0]

@@ -2,6 +2,8 @@
 
 Losses (per sample; d = critic output):
   ns     non-saturating   (Goodfellow et al. 2014)   D: sp(-d_r) + sp(d_f)       G: sp(-d_f)
+  minimax  saturating, the game as first posed (Goodfellow et al. 2014, eq. 1)  D: as ns  G: -sp(d_f)
+         (= log(1 - D(G(z))): its gradient vanishes once the critic is sure, Arjovsky & Bottou 2017)
   hinge  hinge            (Lim & Ye 2017; Miyato et al. 2018)  D: relu(1-d_r) + relu(1+d_f)  G: -d_f
   wgan   Wasserstein      (Arjovsky et al. 2017)     D: d_f - d_r                G: -d_f
   lsgan  least squares    (Mao et al. 2017)          D: (d_r-1)^2/2 + d_f^2/2    G: (d_f-1)^2/2
@@ -39,7 +41,7 @@ from ..nets.mlp import MLPCritic, MLPGenerator
 from ..nets.resnet import ResNetDiscriminator, ResNetGenerator
 from .jacobian_truncation import truncated_latents
 
-GanLoss = Literal["ns", "hinge", "wgan", "lsgan"]
+GanLoss = Literal["ns", "minimax", "hinge", "wgan", "lsgan"]
 
 
 class GanConfig(BaseModel):
@@ -69,7 +71,7 @@ class GanConfig(BaseModel):
     conditional: bool = False  # class-conditional G and projection D (needs data.labels)
     augment: Literal["none", "diffaugment", "ada"] = "none"  # differentiable augmentation
     augment_policy: str = "color,translation,cutout"  # DiffAugment / ADA ops
-    ada_target: float = Field(0.6, gt=0, lt=1)  # ADA target of r_t = E[sign(D(real))]
+    ada_target: float = Field(0.6, gt=0, lt=1)  # ADA target of r_t = E[sign(D(real))] (lsgan: of D(real) - 0.5)
     ada_interval: int = Field(4, ge=1)  # steps between ADA updates of p
     ada_speed: int = Field(20_000, ge=1)  # images for p to move from 0 to 1
     truncation: Literal["none", "jacobian"] = "none"  # sampling: drop the latents G stretches most
@@ -194,7 +196,7 @@ class GAN(Method):
 
     def critic_loss(self, d_real: Tensor, d_fake: Tensor) -> Tensor:
         loss, s = self.cfg.loss, self.cfg.label_smoothing
-        if loss == "ns":
+        if loss in ("ns", "minimax"):
             return (1 - s) * F.softplus(-d_real) + s * F.softplus(d_real) + F.softplus(d_fake)
         if loss == "hinge":
             return F.relu(1 - d_real) + F.relu(1 + d_fake)
@@ -215,6 +217,8 @@ class GAN(Method):
         d_fake = self.D(self._critic_input(self._generate(b, y), step), y if self.cfg.pack == 1 else None)
         if self.cfg.loss == "ns":
             loss = F.softplus(-d_fake)
+        elif self.cfg.loss == "minimax":
+            loss = -F.softplus(d_fake)
         elif self.cfg.loss == "lsgan":
             loss = 0.5 * (d_fake - 1) ** 2
         else:  # hinge, wgan
@@ -237,10 +241,16 @@ class GAN(Method):
         return bool(self.gp_weight > 0 or self.r1_weight > 0 or self.r2_weight > 0)
 
     # ---- per-step bookkeeping, guard hooks ----------------------------------------------
+    @property
+    def decision_threshold(self) -> float:
+        """The critic output between "real" and "fake": 0.5 between the least-squares targets
+        0 and 1, else 0 (a logit or a score)."""
+        return 0.5 if self.cfg.loss == "lsgan" else 0.0
+
     def on_step_end(self, step: int, logs: dict[str, Tensor]) -> None:
         if self.cfg.augment != "ada" or not self._last:
             return
-        rt = torch.sign(self._last["d_real"]).mean()
+        rt = torch.sign(self._last["d_real"] - self.decision_threshold).mean()
         self.ada_rt.mul_(0.9).add_(0.1 * rt)  # smoothed r_t
         if (step + 1) % self.cfg.ada_interval == 0:
             p = ada_adjust(float(self.ada_p), float(self.ada_rt), self.cfg.ada_target,
@@ -251,7 +261,7 @@ class GAN(Method):
         if not self._last:
             return {}
         d_real, d_fake = self._last["d_real"], self._last["d_fake"]
-        threshold = 0.5 if self.cfg.loss == "lsgan" else 0.0
+        threshold = self.decision_threshold
         acc = 0.5 * ((d_real > threshold).float().mean() + (d_fake < threshold).float().mean())
         out = {"d_acc": float(acc), "d_gap": float(d_real.mean() - d_fake.mean())}
         if self.cfg.augment == "ada":

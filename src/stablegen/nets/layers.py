@@ -65,11 +65,13 @@ class MinibatchStdDev(nn.Module):
         g = min(self.group, b)
         while b % g:
             g -= 1
-        y = x.reshape(g, b // g, *x.shape[1:])  # (G, M, ...)
+        # in float32 under fp16 / bf16 autocast too: 1e-8 underflows to 0 in half precision, and
+        # the gradient of sqrt at 0 is inf
+        y = x.float().reshape(g, b // g, *x.shape[1:])  # (G, M, ...)
         # biased variance over the group, written out: Tensor.var over a leading dim of 4 is
         # ~8x slower on CPU (measured on (4, 64, 256))
         y = ((y - y.mean(dim=0)).square().mean(dim=0) + 1e-8).sqrt()  # (M, ...)
-        y = y.reshape(b // g, -1).mean(dim=1)  # (M,)
+        y = y.reshape(b // g, -1).mean(dim=1).to(x.dtype)  # (M,)
         y = y.repeat(g)  # (B,) — sample i belongs to group i % M
         if x.dim() == 4:
             return torch.cat([x, y.view(b, 1, 1, 1).expand(b, 1, *x.shape[2:])], dim=1)

@@ -2,11 +2,19 @@
 
 Detectors (each raises a typed Event with its evidence):
   nonfinite        a non-finite loss or gradient norm, checked before the optimizer step;
-                   the update is never applied (after `max_skips` in a row: roll back)
+                   the update is never applied (after `max_skips` in a row: roll back). Under
+                   fp16 with a GradScaler a non-finite gradient is the scaler's routine overflow
+                   until it has happened `max_skips` times in a row
   loss_spike       robust z-score of a phase's loss over a running window (median / MAD,
                    Iglewicz & Hoaglin 1993) above z_threshold for `patience` steps
   grad_explosion   the same on log gradient norms
-  d_saturation     GAN critic accuracy >= saturation_acc held for saturation_steps
+  d_saturation     GAN critic accuracy >= saturation_acc while the generator's gradient norm
+                   has vanished (under saturation_grad x its level at the last check where the
+                   critic was not saturated), both held for saturation_steps (Arjovsky & Bottou
+                   2017, "Towards Principled Methods for Training GANs", Thm. 2.4: a critic
+                   that is sure leaves the generator no gradient). A critic saturated since the
+                   start has no such level to compare with and no better state to return to:
+                   one warning, on the accuracy alone
   mode_collapse    sample diversity (mean pairwise distance) falls below collapse_ratio x the
                    data's after having reached it (since the state the weights came from); a
                    generator that has not spread out yet gets one warning, never a rollback
@@ -17,7 +25,8 @@ Detectors (each raises a typed Event with its evidence):
                    drift off the modes while still covering them (a critic gone blind)
   posterior_collapse  a VAE's share of active latent units below min_active_fraction
 Actions: warn, skip (the update), rollback (to the last good in-memory snapshot, with the
-learning rate times lr_factor and GP / R1 weights times reg_factor), stop (with a diagnosis).
+learning rate times lr_factor and GP / R1 weights times reg_factor, both compounding over the
+rollbacks of a run), stop (with a diagnosis).
 A budget of rollbacks bounds the recovery; past it the guard stops the run.
 The guard decides; the trainer carries out (it owns the weights and the snapshot).
 """
@@ -96,18 +105,24 @@ def robust_z(window: deque, value: float) -> float:
 
 
 class StabilityGuard:
-    def __init__(self, cfg, uses_scaler: bool = False):
+    def __init__(self, cfg, uses_scaler: bool = False, nonfinite_hint: str = ""):
         self.cfg = cfg
         self.uses_scaler = uses_scaler  # fp16 with a GradScaler: overflow is routine, not an event
+        self.nonfinite_hint = nonfinite_hint  # what the run's settings suggest about non-finite values
         self.events: list[Event] = []
         self.pending: Event | None = None  # strongest action requested this step
         self.lr_scale = 1.0
+        self.reg_scale = 1.0  # GP / R1 weights relative to the recipe's (the method carries them out)
         self.rollbacks = 0
-        self.skips_in_row = 0
+        self.skips_in_row: dict[str, int] = {}  # per phase: updates vetoed in a row
         self.overflows = 0
+        self.updates: dict[str, int] = {}  # per phase: updates let through
+        self.counts_from_start = True  # False after resuming a checkpoint that kept no update counts
         self.windows: dict[str, deque] = {}
         self.outliers: dict[str, int] = {}
         self.saturated_checks = 0
+        self.g_grad_ref: float | None = None  # G's gradient norm at the last unsaturated check
+        self.saturation_warned = False  # the "saturated since the start" warning is given once
         self.collapsed_checks = 0
         self.diversity: float | None = None  # the last diversity ratio measured
         self.peak_diversity = 0.0  # its highest value since the state the weights came from
@@ -124,19 +139,26 @@ class StabilityGuard:
             return True
         loss_v, norm_v = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
-            if self.uses_scaler and math.isfinite(loss_v):
+            # counted per phase: one player's clean steps do not hide the other's vetoed ones
+            skips = self.skips_in_row[phase] = self.skips_in_row.get(phase, 0) + 1
+            if self.uses_scaler and math.isfinite(loss_v) and skips < self.cfg.max_skips:
                 self.overflows += 1  # the GradScaler lowers its scale and skips the step itself
                 return False
-            self.skips_in_row += 1
             action = self.cfg.nonfinite
-            if self.skips_in_row >= self.cfg.max_skips and action == "skip":
+            if skips >= self.cfg.max_skips and action == "skip":
                 action = "rollback"
+            hints = [] if self.updates.get(phase) or not self.counts_from_start else [
+                f"no update of phase {phase!r} has been applied since the start: the initial weights or the "
+                "data give non-finite values"]
+            hints += [self.nonfinite_hint] if self.nonfinite_hint else []
             self._raise(Event(step, "nonfinite", action,
                               f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} in phase "
-                              f"{phase!r}; update not applied ({self.skips_in_row} in a row)",
-                              {"loss": loss_v, "grad_norm": norm_v}))
+                              f"{phase!r}; update not applied ({skips} in a row"
+                              f"{', the GradScaler lowering its scale at each' if self.uses_scaler else ''})"
+                              + "".join(f"; {h}" for h in hints), {"loss": loss_v, "grad_norm": norm_v}))
             return False
-        self.skips_in_row = 0
+        self.skips_in_row[phase] = 0
+        self.updates[phase] = self.updates.get(phase, 0) + 1
         # upward only: a falling loss (a KL weight dropping at a new annealing cycle) is no instability
         ok = self._outlier(step, phase, "loss_spike", self.cfg.spike, f"loss/{phase}", loss_v, one_sided=True)
         ok &= self._outlier(step, phase, "grad_explosion", self.cfg.explosion, f"grad/{phase}",
@@ -173,13 +195,7 @@ class StabilityGuard:
             return
         cfg = self.cfg
         if "d_acc" in health:
-            self.saturated_checks = self.saturated_checks + 1 if health["d_acc"] >= cfg.saturation_acc else 0
-            if self.saturated_checks * cfg.check_every >= cfg.saturation_steps:
-                self._raise(Event(step, "d_saturation", cfg.saturation,
-                                  f"the critic separates real from fake ({health['d_acc']:.3f} accuracy) for "
-                                  f"{self.saturated_checks * cfg.check_every} steps: the generator learns nothing",
-                                  {"d_acc": health["d_acc"]}))
-                self.saturated_checks = 0
+            self._check_saturation(step, health["d_acc"])
         if "active_fraction" in health and health["active_fraction"] < cfg.min_active_fraction:
             self._raise(Event(step, "posterior_collapse", cfg.posterior_collapse,
                               f"only {health['active_fraction']:.0%} of latent units are active: the "
@@ -225,15 +241,54 @@ class StabilityGuard:
                               "real from fake reads as a converged one)",
                               {"hq": quality, "peak_hq": self.quality.peak}))
 
+    def _recent_grad(self, phase: str) -> float | None:
+        """The median gradient norm of `phase` over the last check interval, if it was watched."""
+        window = self.windows.get(f"grad/{phase}")
+        if not window:
+            return None
+        recent = sorted(list(window)[-self.cfg.check_every:])
+        return math.exp(recent[len(recent) // 2])
+
+    def _check_saturation(self, step: int, d_acc: float) -> None:
+        cfg, g_grad, ref = self.cfg, self._recent_grad("g"), self.g_grad_ref
+        if d_acc < cfg.saturation_acc:
+            self.saturated_checks = 0
+            self.g_grad_ref = g_grad if g_grad is not None else ref
+            return
+        vanished = ref is None or g_grad is not None and g_grad < cfg.saturation_grad * ref
+        self.saturated_checks = self.saturated_checks + 1 if vanished else 0
+        held = self.saturated_checks * cfg.check_every
+        if held < cfg.saturation_steps:
+            return
+        self.saturated_checks = 0
+        if ref is None:  # saturated at every check so far: nothing to compare with or return to
+            if not self.saturation_warned:
+                self.saturation_warned = True
+                self._raise(Event(step, "d_saturation", "warn",
+                                  f"the critic has separated real from fake ({d_acc:.3f} accuracy) at every check "
+                                  f"since the start ({held} steps): the fakes are far from the data (its scale? "
+                                  "model.standardize) or the critic learns much faster than the generator (no "
+                                  "rollback: there is no unsaturated state to return to)", {"d_acc": d_acc}))
+            return
+        g_grad = math.nan if g_grad is None else g_grad
+        self._raise(Event(step, "d_saturation", cfg.saturation,
+                          f"the critic separates real from fake ({d_acc:.3f} accuracy) and the generator's gradient "
+                          f"norm is {g_grad:.2e}, {g_grad / ref:.1%} of its {ref:.2e} while the critic was not "
+                          f"saturated, for {held} steps: the generator learns nothing (a non-saturating loss, "
+                          "a slower critic or a gradient penalty keeps its gradient)",
+                          {"d_acc": d_acc, "g_grad": g_grad, "g_grad_ref": ref}))
+
     def healthy(self) -> bool:
         """No detector is part-way to a verdict, so the current state may serve as a rollback
         target (a snapshot taken inside a loss spike's patience window would be rolled back to
         and spike again at once)."""
         collapsing = self.collapsed_checks > 0 and self.peak_diversity >= self.cfg.collapse_ratio
+        saturating = self.saturated_checks > 0 and self.g_grad_ref is not None and self.cfg.saturation in (
+            "rollback", "stop")
         losing_modes = self.coverage.low_checks > 0 and self.cfg.coverage in ("rollback", "stop")
         losing_quality = self.quality.low_checks > 0 and self.cfg.quality in ("rollback", "stop")
-        return (self.pending is None and self.skips_in_row == 0 and not collapsing and not losing_modes
-                and not losing_quality and not any(self.outliers.values()))
+        return (self.pending is None and not any(self.skips_in_row.values()) and not collapsing
+                and not saturating and not losing_modes and not losing_quality and not any(self.outliers.values()))
 
     def on_snapshot(self) -> None:
         self.snapshot_diversity = self.diversity
@@ -260,7 +315,8 @@ class StabilityGuard:
         self.rollbacks += 1
         if self.rollbacks >= self.cfg.lr_drop_from:  # a first, lone spike may just be replayed
             self.lr_scale *= self.cfg.lr_factor
-        self.skips_in_row = 0
+        self.reg_scale *= self.cfg.reg_factor
+        self.skips_in_row = {}
         self.saturated_checks = 0
         self.collapsed_checks = 0
         # the restored weights are as diverse as they were at the snapshot, not at the peak since
@@ -283,8 +339,10 @@ class StabilityGuard:
 
     # ---- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "skips_in_row": self.skips_in_row,
-                "overflows": self.overflows, "saturated_checks": self.saturated_checks,
+        return {"lr_scale": self.lr_scale, "reg_scale": self.reg_scale, "rollbacks": self.rollbacks,
+                "skips_in_row": self.skips_in_row, "overflows": self.overflows, "updates": self.updates,
+                "saturated_checks": self.saturated_checks, "g_grad_ref": self.g_grad_ref,
+                "saturation_warned": self.saturation_warned,
                 "collapsed_checks": self.collapsed_checks, "diversity": self.diversity,
                 "peak_diversity": self.peak_diversity, "snapshot_diversity": self.snapshot_diversity,
                 "unspread_warned": self.unspread_warned, "coverage_fall": asdict(self.coverage),
@@ -294,7 +352,16 @@ class StabilityGuard:
 
     def load_state_dict(self, state: dict) -> None:
         self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
-        self.skips_in_row, self.overflows = int(state["skips_in_row"]), int(state["overflows"])
+        # checkpoints from before these were kept: R1 / GP raised once a rollback, no G reference
+        self.reg_scale = float(state.get("reg_scale", self.cfg.reg_factor ** self.rollbacks))
+        self.g_grad_ref = state.get("g_grad_ref")
+        self.saturation_warned = bool(state.get("saturation_warned", False))
+        self.overflows = int(state["overflows"])
+        # older checkpoints kept one count for all phases, and no update counts
+        skips = state["skips_in_row"]
+        self.skips_in_row = dict(skips) if isinstance(skips, dict) else {}
+        self.updates = dict(state.get("updates", {}))
+        self.counts_from_start = "updates" in state
         self.saturated_checks = int(state["saturated_checks"])
         self.collapsed_checks = int(state["collapsed_checks"])
         # checkpoints written before the diversity peak was kept: treat the run as spread out

@@ -74,7 +74,10 @@ class Trainer:
                               f"{', '.join(p.name for p in self.phases)}")
         self.optims = {p.name: make_optimizer(p.params, recipe.optim[p.name]) for p in self.phases}
         scaled = tc.precision == "fp16" and tc.grad_scaler
-        self.guard = StabilityGuard(recipe.guard, uses_scaler=scaled)
+        unscaled = tc.precision == "fp16" and not tc.grad_scaler
+        self.guard = StabilityGuard(recipe.guard, uses_scaler=scaled, nonfinite_hint=(
+            "fp16 without loss scaling overflows and underflows: train.grad_scaler=true or train.precision=bf16"
+            if unscaled else ""))
         self.scheds = {
             p.name: torch.optim.lr_scheduler.LambdaLR(
                 self.optims[p.name], lr_factor(recipe.optim[p.name], tc.steps, lambda: self.guard.lr_scale))
@@ -117,17 +120,14 @@ class Trainer:
                     self.status = "interrupted"
                     break
                 self._train_step(self.step)
-                verdict = self._agreed(self.guard.take_verdict())
-                self._write_events()
-                if verdict is not None and verdict.action == "stop":
-                    self.status, self.message = "stopped", verdict.message
+                action = self._act()
+                if action is None:
+                    self.step += 1
+                    if self._periodic(self.step):  # a check ran: act on its verdict before the next step
+                        action = self._act()
+                if action == "stop":
                     break
-                if verdict is not None:
-                    self._rollback()
-                    continue
-                self.step += 1
-                self._periodic(self.step)
-                if bar is not None:
+                if action is None and bar is not None:
                     bar.update(self.step - bar.n)
         except KeyboardInterrupt:
             self.status = "interrupted"
@@ -179,10 +179,23 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(step)
 
+    def _act(self) -> str | None:
+        """Carry out the guard's verdict, if any (rollback or stop), and write the new events;
+        returns the action taken."""
+        verdict = self._agreed(self.guard.take_verdict())
+        if verdict is not None and verdict.action == "rollback":
+            self._rollback(verdict)
+        if verdict is not None and verdict.action == "stop":
+            self.status, self.message = "stopped", verdict.message
+        self._write_events()
+        return None if verdict is None else verdict.action
+
     # ---- periodic work ----------------------------------------------------------------------
-    def _periodic(self, step: int) -> None:
+    def _periodic(self, step: int) -> bool:
+        """The periodic work after `step` updates; True when the guard's health checks ran."""
         tc, gc = self.recipe.train, self.recipe.guard
-        if gc.enabled and step % gc.check_every == 0:
+        checked = gc.enabled and step % gc.check_every == 0
+        if checked:
             health, ratio = self.method.health(), self._diversity_ratio(step)
             coverage, quality = self._mode_checks(step)
             if self.world > 1:
@@ -202,6 +215,7 @@ class Trainer:
             self.evaluate_into_log(step)
         if tc.checkpoint_every and step % tc.checkpoint_every == 0 and self.is_main:
             self.save_checkpoint()
+        return checked
 
     def _log(self, step: int) -> None:
         record = {"step": step, "time": round(self.elapsed(), 3)}
@@ -299,7 +313,10 @@ class Trainer:
         if agreed == mine:
             return verdict
         action = {2: "rollback", 3: "stop"}[agreed]
-        return Event(self.step, "peer", action, f"another rank asked to {action}")
+        event = Event(self.step, "peer", action, f"another rank asked to {action}")
+        self.guard.events.append(event)
+        self.guard.new_events.append(event)
+        return event
 
     # ---- snapshots and rollback ---------------------------------------------------------------
     def _state(self) -> dict:
@@ -332,21 +349,29 @@ class Trainer:
         self.step = int(s["step"])
 
     def _take_snapshot(self) -> None:
-        self.snapshot, self.snapshot_due = copy.deepcopy(self._state()), False
+        self.snapshot = {**copy.deepcopy(self._state()), "reg_scale": self.guard.reg_scale}
+        self.snapshot_due = False
         self.guard.on_snapshot()
 
-    def _rollback(self) -> None:
+    def _rollback(self, verdict: Event) -> None:
         """Back to the last good snapshot, with a lower learning rate (and, where the method
-        has them, stronger GP / R1); the data stream moves on so a bad batch is not replayed."""
+        has them, stronger GP / R1); the data stream moves on so a bad batch is not replayed.
+        Where it went and what changed is added to the verdict's evidence."""
         assert self.snapshot is not None
         loader_state = self.loader.state_dict()
         self._load_state(copy.deepcopy(self.snapshot))
         self.loader.load_state_dict(loader_state)
+        self.snapshot_due = False  # the state is the snapshot's again
         self.guard.on_rollback()
-        self.method.regularization_boost(self.recipe.guard.reg_factor)
+        # the snapshot holds the weights of its time; the boosts of every rollback since apply on top
+        boosted = self.method.regularization_boost(self.guard.reg_scale / self.snapshot["reg_scale"])
         for sched in self.scheds.values():  # re-apply the schedule with the new guard scale
             for group, base, lam in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
                 group["lr"] = base * lam(sched.last_epoch)
+        verdict.evidence.update({"to_step": self.step, "lr_scale": self.guard.lr_scale,
+                                 **({"reg_scale": self.guard.reg_scale} if boosted else {})})
+        verdict.message += (f"; rolled back to step {self.step}, learning rate x {self.guard.lr_scale:g}"
+                            + (f", GP / R1 weight x {self.guard.reg_scale:g}" if boosted else ""))
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
