@@ -139,7 +139,8 @@ def run_one(job: dict) -> dict:
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return {**{k: v for k, v in job.items() if k != "recipe"}, **metrics, "wall_s": round(wall, 1),
-            "cpu_s": round(cpu, 1), "status": summary["status"], "rollbacks": summary["rollbacks"]}
+            "cpu_s": round(cpu, 1), "status": summary["status"], "rollbacks": summary["rollbacks"],
+            "events": summary["events"]}
 
 
 def succeeded(r: dict, prefix: str = "") -> bool:
