@@ -489,9 +489,24 @@ def test_checkpoints_from_before_the_quality_check_load():
 def test_posterior_collapse_hook(tmp_path):
     t = probe_trainer(tmp_path)
     t.method.fake_health["active_fraction"] = 0.0
-    t.fit(stop_at=20)
+    t.fit(stop_at=100)
     ev = [e for e in t.guard.events if e.detector == "posterior_collapse"]
-    assert ev and ev[0].action == "warn"
+    assert [(e.step, e.action) for e in ev] == [(30, "warn")]  # patience 3 checks, then once per fall
+
+
+def test_posterior_collapse_on_a_vae_whose_kl_weight_crushes_the_latent(tmp_path):
+    """beta 100 on vae-digits: the KL term wins and every latent unit falls silent (Bowman et al.
+    2016); the recipe as it is (beta 1, KL annealing) keeps all 32 active and raises nothing."""
+    import stablegen as sg
+
+    quick = {"train.steps": 300, "train.progress": False, "train.sample_every": 0, "train.checkpoint_every": 0,
+             "eval.metrics": []}
+    crushed = sg.train("vae-digits", {**quick, "model.beta": 100.0, "model.anneal": "none"}, run_dir=tmp_path / "b")
+    ev = [json.loads(line) for line in (tmp_path / "b" / "events.jsonl").read_text().splitlines()]
+    assert [(e["detector"], e["step"], e["action"]) for e in ev] == [("posterior_collapse", 150, "warn")]
+    assert crushed.method.health()["active_fraction"] == 0.0
+    sg.train("vae-digits", quick, run_dir=tmp_path / "ok")
+    assert (tmp_path / "ok" / "events.jsonl").read_text() == ""
 
 
 # ---- torture: recipes made unstable on purpose ---------------------------------------------

@@ -23,7 +23,8 @@ Detectors (each raises a typed Event with its evidence):
   sample_quality   the share of high-quality samples (2-D mixtures: within 3 std of a mode)
                    falls below quality_drop x its best after reaching quality_min: the samples
                    drift off the modes while still covering them (a critic gone blind)
-  posterior_collapse  a VAE's share of active latent units below min_active_fraction
+  posterior_collapse  a VAE's share of active latent units below min_active_fraction for
+                   `patience` checks; reported once per fall
 Actions: warn, skip (the update), rollback (to the last good in-memory snapshot, with the
 learning rate times lr_factor and GP / R1 weights times reg_factor, both compounding over the
 rollbacks of a run), stop (with a diagnosis).
@@ -130,6 +131,7 @@ class StabilityGuard:
         self.unspread_warned = False  # the "not spread out yet" warning is given once
         self.coverage = Fall()  # the share of the data's classes the samples keep
         self.quality = Fall()  # the share of high-quality samples
+        self.active = Fall()  # a VAE's share of active latent units
         self.new_events: list[Event] = []
 
     # ---- per update ------------------------------------------------------------------------
@@ -196,10 +198,11 @@ class StabilityGuard:
         cfg = self.cfg
         if "d_acc" in health:
             self._check_saturation(step, health["d_acc"])
-        if "active_fraction" in health and health["active_fraction"] < cfg.min_active_fraction:
+        if "active_fraction" in health and self.active.observe(
+                health["active_fraction"], lambda v, peak: v < cfg.min_active_fraction, cfg.patience):
             self._raise(Event(step, "posterior_collapse", cfg.posterior_collapse,
-                              f"only {health['active_fraction']:.0%} of latent units are active: the "
-                              "decoder ignores the latent (try KL annealing or free bits)",
+                              f"only {health['active_fraction']:.0%} of latent units are active, {cfg.patience} "
+                              "checks in a row: the decoder ignores the latent (try KL annealing or free bits)",
                               {"active_fraction": health["active_fraction"]}))
         if diversity_ratio is not None:
             self.diversity = diversity_ratio
@@ -287,12 +290,15 @@ class StabilityGuard:
             "rollback", "stop")
         losing_modes = self.coverage.low_checks > 0 and self.cfg.coverage in ("rollback", "stop")
         losing_quality = self.quality.low_checks > 0 and self.cfg.quality in ("rollback", "stop")
+        losing_units = self.active.low_checks > 0 and self.cfg.posterior_collapse in ("rollback", "stop")
         return (self.pending is None and not any(self.skips_in_row.values()) and not collapsing
-                and not saturating and not losing_modes and not losing_quality and not any(self.outliers.values()))
+                and not saturating and not losing_modes and not losing_quality and not losing_units
+                and not any(self.outliers.values()))
 
     def on_snapshot(self) -> None:
         self.snapshot_diversity = self.diversity
-        self.coverage.snapshot, self.quality.snapshot = self.coverage.value, self.quality.value
+        for fall in (self.coverage, self.quality, self.active):
+            fall.snapshot = fall.value
 
     # ---- decisions -------------------------------------------------------------------------
     def _raise(self, event: Event) -> None:
@@ -322,8 +328,8 @@ class StabilityGuard:
         # the restored weights are as diverse as they were at the snapshot, not at the peak since
         self.diversity = self.snapshot_diversity
         self.peak_diversity = self.snapshot_diversity or 0.0
-        self.coverage.restore()
-        self.quality.restore()
+        for fall in (self.coverage, self.quality, self.active):
+            fall.restore()
         for key in self.outliers:
             self.outliers[key] = 0
 
@@ -346,7 +352,7 @@ class StabilityGuard:
                 "collapsed_checks": self.collapsed_checks, "diversity": self.diversity,
                 "peak_diversity": self.peak_diversity, "snapshot_diversity": self.snapshot_diversity,
                 "unspread_warned": self.unspread_warned, "coverage_fall": asdict(self.coverage),
-                "quality_fall": asdict(self.quality),
+                "quality_fall": asdict(self.quality), "active_fall": asdict(self.active),
                 "windows": {k: list(v) for k, v in self.windows.items()}, "outliers": dict(self.outliers),
                 "events": [e.to_json() for e in self.events]}
 
@@ -376,6 +382,7 @@ class StabilityGuard:
                                  state.get("snapshot_coverage"), int(state.get("uncovered_checks", 0)),
                                  bool(state.get("coverage_reported", False)))
         self.quality = Fall(**state.get("quality_fall", {}))
+        self.active = Fall(**state.get("active_fall", {}))
         self.windows = {k: deque(v, maxlen=self.cfg.window) for k, v in state["windows"].items()}
         self.outliers = dict(state["outliers"])
         self.events = [Event(**e) for e in state["events"]]
