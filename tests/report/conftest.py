@@ -114,7 +114,7 @@ def _events(phase: str) -> list[dict]:
         {"step": 1150, "time": 1.15, "detector": "loss_spike", "action": "warn",
          "message": f"loss/{phase} jumped 6 MAD above its median", "evidence": {"z": 6.2}},
         {"step": 1200, "time": 1.2, "detector": "nonfinite", "action": "rollback",
-         "message": "non-finite gradient; rolled back to step 1000, lr x 0.5", "evidence": {"to_step": 1000.0, "lr_factor": 0.5}},
+         "message": "non-finite gradient; rolled back to step 1000, learning rate x 0.5", "evidence": {"to_step": 1000.0, "lr_scale": 0.5}},
     ]
 
 
