@@ -301,9 +301,13 @@ class StabilityGuard:
             fall.snapshot = fall.value
 
     # ---- decisions -------------------------------------------------------------------------
-    def _raise(self, event: Event) -> None:
+    def record(self, event: Event) -> None:
+        """Keep an event (for events.jsonl and the summary) without asking for any action."""
         self.events.append(event)
         self.new_events.append(event)
+
+    def _raise(self, event: Event) -> None:
+        self.record(event)
         if event.action in ("rollback", "stop") and (
             self.pending is None or ACTION_RANK[event.action] > ACTION_RANK[self.pending.action]
         ):

@@ -314,8 +314,7 @@ class Trainer:
             return verdict
         action = {2: "rollback", 3: "stop"}[agreed]
         event = Event(self.step, "peer", action, f"another rank asked to {action}")
-        self.guard.events.append(event)
-        self.guard.new_events.append(event)
+        self.guard.record(event)
         return event
 
     # ---- snapshots and rollback ---------------------------------------------------------------
