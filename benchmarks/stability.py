@@ -184,7 +184,7 @@ def jobs_a(datasets: list[str], seeds: range, steps: int | None) -> list[dict]:
     return jobs
 
 
-def jobs_b(datasets: list[str], seeds: int, steps: int | None) -> list[dict]:
+def jobs_b(datasets: list[str], seeds: range, steps: int | None) -> list[dict]:
     jobs = []
     for data in datasets:
         name = MIXTURE_RECIPES[data]
@@ -292,7 +292,8 @@ def main() -> None:
     p.add_argument("--part", default="a,b", help="comma list of a, b, c")
     p.add_argument("--data", default="ring8,grid25", help="mixtures of parts a and b")
     p.add_argument("--seeds", type=int, default=10, help="seeds per method (parts a and c)")
-    p.add_argument("--first-seed", type=int, default=0, help="parts a and c use seeds first-seed .. first-seed+seeds-1")
+    p.add_argument("--first-seed", type=int, default=0, help="parts a and c use seeds first-seed .. first-seed+seeds-1, "
+                   "part b first-seed .. first-seed+grid-seeds-1")
     p.add_argument("--grid-seeds", type=int, default=1, help="seeds per cell of the robustness grid (part b)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps of every run (default: the recipe's)")
     p.add_argument("--grid-steps", type=int, default=None, help="train.steps of part b (default: --steps)")
@@ -325,7 +326,8 @@ def main() -> None:
     if "a" in parts:
         jobs += jobs_a(datasets, seeds, args.steps)
     if "b" in parts:
-        jobs += jobs_b(datasets, args.grid_seeds, args.grid_steps or args.steps)
+        jobs += jobs_b(datasets, range(args.first_seed, args.first_seed + args.grid_seeds),
+                       args.grid_steps or args.steps)
     if "c" in parts:
         jobs += jobs_c(seeds, args.steps, args.pack)
     from stablegen.recipe import RecipeError, apply_overrides, parse_overrides
