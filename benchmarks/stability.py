@@ -193,7 +193,7 @@ def jobs_b(datasets: list[str], seeds: range, steps: int | None) -> list[dict]:
                 for method, recipe in (("baseline", baseline_recipe(name, lr, beta1)),
                                        ("stablegen", stablegen_recipe(name, lr, beta1))):
                     jobs += [{"part": "b", "kind": "mixture", "data": data, "method": method, "seed": s,
-                              "lr": lr, "beta1": beta1, "steps": steps, "recipe": recipe} for s in range(seeds)]
+                              "lr": lr, "beta1": beta1, "steps": steps, "recipe": recipe} for s in seeds]
     return jobs
 
 
