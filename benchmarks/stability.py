@@ -169,6 +169,11 @@ def run_all(jobs: list[dict], workers: int, partial: Path) -> list[dict]:
     return done
 
 
+def _job_key(r: dict) -> tuple:
+    """What identifies one run of the protocol, in a job or in its result."""
+    return (r["part"], r["data"], r["method"], r["seed"], r.get("lr"), r.get("beta1"))
+
+
 def _cell(r: dict) -> str:
     return f"lr {r['lr']:g} b1 {r['beta1']:g} " if r["part"] == "b" else ""
 
@@ -307,6 +312,8 @@ def main() -> None:
     p.add_argument("--cells", default=None, help="part b: only these LR:BETA1 cells (comma list, e.g. 1e-4:0,3e-3:0.9)")
     p.add_argument("--ratios", default="", help="also measure mixture runs at these Jacobian truncation ratios (comma list)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in OUT's .partial.jsonl and run only the missing ones")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -352,11 +359,17 @@ def main() -> None:
             and (cells is None or j["part"] != "b" or (j["lr"], j["beta1"]) in cells)]
     partial = args.out.with_suffix(".partial.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial.unlink(missing_ok=True)
+    kept: list[dict] = []
+    if args.resume and partial.exists():
+        kept = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+        done_keys = {_job_key(r) for r in kept}
+        jobs = [j for j in jobs if _job_key(j) not in done_keys]
+    else:
+        partial.unlink(missing_ok=True)
     print(f"{len(jobs)} training runs on {args.jobs} processes x {args.threads} threads "
-          f"(each run also appended to {partial})", flush=True)
+          f"({len(kept)} kept from {partial}; each new run also appended to it)", flush=True)
     t0 = time.time()
-    results = run_all(jobs, args.jobs, partial)
+    results = kept + run_all(jobs, args.jobs, partial)
     elapsed = time.time() - t0
 
     recipes = {}

@@ -201,6 +201,25 @@ def test_persistent_nonfinite_rolls_back_then_stops_with_diagnosis(tmp_path):
     assert all(torch.isfinite(p).all() for p in t.method.parameters())
 
 
+def test_weights_overflowed_by_a_finite_update_roll_back_at_once(tmp_path):
+    """An update with finite gradients can still overflow the weights (a learning rate far too
+    high); then every later loss is non-finite and skipping cannot help: the guard rolls back at
+    the first one, and no snapshot is ever taken of the broken weights."""
+    t = probe_trainer(tmp_path, max_skips=10)
+    t.fit(stop_at=90)
+    good = t.snapshot["step"]
+    with torch.no_grad():
+        t.method.lin.weight[0, 0] = float("inf")  # what the overflowing optimizer step left
+    t.snapshot_due = True
+    assert not t._periodic(95)  # due, but the weights are not finite: no snapshot
+    assert t.snapshot["step"] == good
+    assert t.fit() == "finished"
+    ev = [e for e in events(tmp_path) if e["detector"] == "nonfinite"]
+    assert len(ev) == 1 and ev[0]["action"] == "rollback" and ev[0]["step"] == 90
+    assert "the weights themselves are non-finite" in ev[0]["message"]
+    assert all(torch.isfinite(p).all() for p in t.method.parameters())
+
+
 class Players(Method):
     """Two probe players named as a GAN's, d and g. From step `saturate_from` on the critic
     reports accuracy 1; from `vanish_from` on the generator's loss (and gradient) is scaled by

@@ -135,21 +135,28 @@ class StabilityGuard:
         self.new_events: list[Event] = []
 
     # ---- per update ------------------------------------------------------------------------
-    def allow_update(self, step: int, phase: str, loss: Tensor, grad_norm: Tensor) -> bool:
-        """True when the optimizer may apply this update. One host sync per call."""
+    def allow_update(self, step: int, phase: str, loss: Tensor, grad_norm: Tensor,
+                     weights_finite: Callable[[], bool] | None = None) -> bool:
+        """True when the optimizer may apply this update. One host sync per call.
+        `weights_finite` is asked only when the loss or gradient is non-finite: an update whose
+        gradients were finite can still overflow the weights (a huge learning rate), and then
+        skipping the next updates cannot help, so the guard rolls back at once."""
         if not self.cfg.enabled:
             return True
         loss_v, norm_v = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
             # counted per phase: one player's clean steps do not hide the other's vetoed ones
             skips = self.skips_in_row[phase] = self.skips_in_row.get(phase, 0) + 1
-            if self.uses_scaler and math.isfinite(loss_v) and skips < self.cfg.max_skips:
+            broken = weights_finite is not None and not weights_finite()
+            if self.uses_scaler and math.isfinite(loss_v) and skips < self.cfg.max_skips and not broken:
                 self.overflows += 1  # the GradScaler lowers its scale and skips the step itself
                 return False
             action = self.cfg.nonfinite
-            if skips >= self.cfg.max_skips and action == "skip":
+            if (skips >= self.cfg.max_skips or broken) and action == "skip":
                 action = "rollback"
-            hints = [] if self.updates.get(phase) or not self.counts_from_start else [
+            hints = ["the weights themselves are non-finite: an earlier update with finite gradients "
+                     "overflowed them (a learning rate far too high?)"] if broken else []
+            hints += [] if self.updates.get(phase) or not self.counts_from_start else [
                 f"no update of phase {phase!r} has been applied since the start: the initial weights or the "
                 "data give non-finite values"]
             hints += [self.nonfinite_hint] if self.nonfinite_hint else []

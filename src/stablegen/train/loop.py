@@ -163,7 +163,7 @@ class Trainer:
                 grads = [p.grad for p in phase.params if p.grad is not None]
                 norm = (torch.nn.utils.clip_grad_norm_(phase.params, ocfg.clip, foreach=True) if ocfg.clip
                         else torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device))
-                if self.guard.allow_update(step, phase.name, loss, norm):
+                if self.guard.allow_update(step, phase.name, loss, norm, self._weights_finite):
                     before = params_before_step(phase.params) if ocfg.optimism else None
                     self.scaler.step(opt)
                     if before is not None:
@@ -207,7 +207,8 @@ class Trainer:
             self._log(step)
         if gc.enabled and step % gc.snapshot_every == 0:
             self.snapshot_due = True
-        if gc.enabled and self.snapshot_due and self.guard.healthy():  # due, and the state is a good one
+        # due, and the state is a good one (finite weights: one host sync per snapshot)
+        if gc.enabled and self.snapshot_due and self.guard.healthy() and self._weights_finite():
             self._take_snapshot()
         if tc.sample_every and step % tc.sample_every == 0 and self.is_main:
             self.save_samples(step)
@@ -346,6 +347,11 @@ class Trainer:
         if s["cuda_rng"]:
             torch.cuda.set_rng_state_all(s["cuda_rng"])
         self.step = int(s["step"])
+
+    def _weights_finite(self) -> bool:
+        """Every floating-point weight and buffer of the method is finite (one host sync)."""
+        ts = [t for t in self.method.state_dict().values() if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in ts]).all()) if ts else True
 
     def _take_snapshot(self) -> None:
         self.snapshot = {**copy.deepcopy(self._state()), "reg_scale": self.guard.reg_scale}
