@@ -14,7 +14,7 @@ from stablegen.api import build_method, seed_everything
 from stablegen.base import Batch, DataInfo, Method, Phase
 from stablegen.data import Dataset, load_dataset
 from stablegen.data.toys import mixture_means
-from stablegen.recipe import GuardConfig, load_recipe
+from stablegen.recipe import DataConfig, GuardConfig, load_recipe
 from stablegen.train.ema import EMA
 from stablegen.train.guard import Event, StabilityGuard
 from stablegen.train.loop import Trainer
@@ -391,6 +391,42 @@ def test_lost_modes_on_a_labelled_toy_roll_back(tmp_path):
     assert ev[0].evidence["peak_coverage"] == 1.0 and "modes" in ev[0].message
     assert t.guard.rollbacks == 1 and t.method.lin.bias[0].abs() < 1  # the restored weights
     assert t.guard.diversity > 0.3  # as diverse as the data: only the coverage saw it
+
+
+class DigitBank(Probe):
+    """Samples real digit images from a bank; with its `collapsed` buffer set (part of the state a
+    rollback restores) only the 3s, as a generator that lost nine digits of ten."""
+
+    def __init__(self):
+        super().__init__()
+        self.info = DataInfo("probe", "image", (1, 8, 8))
+        digits = load_dataset(DataConfig(name="digits", labels=True))
+        self.bank, self.threes = digits.x, digits.x[digits.y == 3]
+        self.register_buffer("collapsed", torch.zeros(()))
+
+    def loss(self, batch, step):
+        x = batch.x.flatten(1)[:, :2]
+        return (self.lin(x) - x).pow(2).sum(1) + 1.0, {}
+
+    def sample(self, n, *, generator=None, **kw):
+        src = self.threes if self.collapsed > 0 else self.bank
+        return src[torch.randint(len(src), (n,), generator=generator)]
+
+
+def test_lost_digits_roll_back_on_the_classifiers_reading(tmp_path):
+    """On digit images a sample's class is the digits classifier's reading: samples of every digit
+    keep coverage at 1; samples of 3s alone keep a tenth of it, and the guard rolls back to the
+    snapshot taken before (where the buffer says: not collapsed)."""
+    t = probe_trainer(tmp_path, data="digits", method=DigitBank, coverage="rollback", collapse="warn",
+                      collapse_after=0, patience=2, spike="warn", explosion="warn")
+    t.fit(stop_at=60)
+    assert t.guard.coverage.value == 1.0 and not [e for e in t.guard.events if e.detector == "class_coverage"]
+    t.method.collapsed.fill_(1.0)
+    t.fit(stop_at=100)
+    ev = [e for e in t.guard.events if e.detector == "class_coverage"]
+    assert len(ev) == 1 and ev[0].action == "rollback"
+    assert ev[0].evidence["coverage"] == pytest.approx(0.1) and ev[0].evidence["peak_coverage"] == 1.0
+    assert t.method.collapsed == 0 and t.guard.rollbacks == 1
 
 
 def test_coverage_counts_only_after_it_was_reached_and_resets_on_rollback():
