@@ -58,7 +58,7 @@ def _json_safe(obj: Any) -> Any:
 
 
 def save_checkpoint(directory: Path, step: int, tensors: dict[str, Tensor], meta: dict, keep: int) -> Path:
-    """Write step-XXXXXX.{safetensors,json}; keep the newest `keep` checkpoints."""
+    """Write step-<step, 6 digits>.{safetensors,json} (e.g. step-000500); keep the newest `keep` checkpoints."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = directory / f"step-{step:06d}"
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -105,7 +105,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict]:
 def latest_checkpoint(directory: Path) -> Path:
     found = list_checkpoints(directory)
     if not found:
-        raise CheckpointError(f"no checkpoint in {directory} (expected step-XXXXXX.safetensors)")
+        raise CheckpointError(f"no checkpoint in {directory} (expected files named like step-000500.safetensors)")
     return found[-1]
 
 
