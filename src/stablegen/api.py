@@ -58,7 +58,7 @@ class Run:
     def ema(self) -> EMA | None:
         if not self.ema_state:
             return None
-        ema = EMA(self.method.ema_parameters(), self.recipe.train.ema)
+        ema = EMA.of(self.method, self.recipe.train.ema)
         ema.load_state_dict(self.ema_state)
         return ema
 
@@ -185,6 +185,6 @@ def load(run_dir: str | Path, ema: bool = True) -> Method:
     e = run.ema() if ema else None
     if e is not None:
         with torch.no_grad():
-            for p, s in zip(e.params, e.shadow):
-                p.copy_(s)
+            for t, s in zip(e.live, e.shadow):
+                t.copy_(s)
     return run.method

@@ -100,9 +100,10 @@ class Method(nn.Module, abc.ABC):
         """Signals for the guard, measured on the last training step. Default: none."""
         return {}
 
-    def ema_parameters(self) -> list[nn.Parameter]:
-        """Parameters whose exponential moving average is kept and used for sampling."""
-        return list(self.parameters())
+    def ema_module(self) -> nn.Module:
+        """The part whose exponential moving average (weights and buffers) is kept and used
+        for sampling: the whole method by default, a GAN's generator."""
+        return self
 
     def data_init(self, batch: Batch) -> None:
         """Data-dependent initialisation (actnorm), called once before the first step."""

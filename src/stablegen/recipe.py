@@ -65,8 +65,9 @@ class TrainConfig(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a GradScaler
     grad_scaler: bool = True  # fp16: dynamic loss scaling (Micikevicius et al. 2018); off only to test
     deterministic: bool = True  # torch.use_deterministic_algorithms (bitwise resume on CPU)
-    ema: float = Field(0.0, ge=0, lt=1)  # EMA decay of ema_parameters(); 0 = off
+    ema: float = Field(0.0, ge=0, lt=1)  # EMA decay of the method's ema_module() (weights and buffers); 0 = off
     ema_start: int = Field(0, ge=0)  # step at which the EMA starts averaging
+    ema_warmup: bool = True  # decay ramps as min(ema, (1 + t) / (10 + t)) over the t-th average
     log_every: int = Field(50, ge=1)  # steps between metrics.jsonl lines
     sample_every: int = Field(500, ge=0)  # steps between sample grids (0 = only at the end)
     sample_n: int = Field(64, ge=1)  # samples per grid (toys: 2,000 points)

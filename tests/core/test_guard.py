@@ -95,7 +95,7 @@ def test_loss_spike_rolls_back_with_lower_lr(tmp_path):
 
 def test_a_rollback_restores_weights_optimizer_ema_and_rng_and_says_where_it_went(tmp_path):
     t = probe_trainer(tmp_path, snapshot_every=20)
-    t.ema = EMA(t.method.ema_parameters(), 0.9)
+    t.ema = EMA.of(t.method, 0.9)
     t.fit(stop_at=40)  # the last snapshot: step 40
     snap = copy.deepcopy(t.snapshot)
     assert snap["step"] == 40

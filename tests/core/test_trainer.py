@@ -59,7 +59,7 @@ def test_refuses_to_overwrite_a_run(tmp_path):
 
 def test_ema_equals_hand_computed_average():
     p = torch.nn.Parameter(torch.tensor([0.0]))
-    ema = EMA([p], decay=0.9, start=2)
+    ema = EMA({"p": p}, decay=0.9, start=2, warmup=False)
     expected, values = 0.0, [1.0, 2.0, 3.0, 4.0, 5.0]
     for step, v in enumerate(values):
         p.data.fill_(v)
@@ -69,6 +69,42 @@ def test_ema_equals_hand_computed_average():
     with ema.swapped():
         assert p.item() == pytest.approx(expected)
     assert p.item() == 5.0
+
+
+def test_ema_warmup_ramps_the_decay_from_the_start_step():
+    ema = EMA({"p": torch.nn.Parameter(torch.zeros(1))}, decay=0.999, start=5)
+    assert [ema.decay_at(s) for s in (0, 4)] == [0.0, 0.0]  # before start: a copy
+    assert ema.decay_at(5) == pytest.approx(1 / 10) and ema.decay_at(105) == pytest.approx(101 / 110)
+    assert ema.decay_at(10**6) == 0.999  # capped at the recipe's decay
+
+
+def test_ema_averages_batchnorm_statistics_and_is_keyed_by_name():
+    """The running statistics of BatchNorm are averaged like the weights; counters copied."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA({**dict(net.named_parameters()), **dict(net.named_buffers())}, decay=0.5, warmup=False)
+    before = net[1].running_mean.clone()
+    net.train()
+    net(torch.randn(64, 3) + 5.0)  # moves running_mean and num_batches_tracked
+    ema.update(0)
+    state = ema.state_dict()
+    assert set(state) == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                          "1.num_batches_tracked"}
+    assert torch.allclose(state["1.running_mean"], 0.5 * before + 0.5 * net[1].running_mean)
+    assert state["1.num_batches_tracked"].item() == 1
+    with ema.swapped():
+        assert torch.equal(net[1].running_mean, state["1.running_mean"])
+    assert not torch.equal(net[1].running_mean, state["1.running_mean"])
+
+
+def test_ema_loads_the_positional_keys_of_older_checkpoints():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA({**dict(net.named_parameters()), **dict(net.named_buffers())}, decay=0.9)
+    old = {str(i): torch.full_like(p, float(i)) for i, p in enumerate(net.parameters())}
+    ema.load_state_dict(old)
+    assert torch.equal(ema.state_dict()["1.bias"], torch.full((2,), 3.0))
+    assert torch.equal(ema.state_dict()["1.running_var"], net[1].running_var)  # buffers: the live ones
+    with pytest.raises(ValueError, match="does not fit"):
+        ema.load_state_dict({"nope": torch.zeros(1)})
 
 
 def test_corrupt_and_missing_checkpoints_are_clear_errors(tmp_path):

@@ -14,7 +14,7 @@ Regularizers and tricks, each a switch of GanConfig:
   stddev (Karras et al. 2018), PacGAN packing (Lin et al. 2018), top-k generator updates
   (Sinha et al. 2020, "Top-k Training of GANs"), n_critic, TTUR (Heusel et al.
   2017: separate optim.g / optim.d learning rates), EMA generator (Yazıcı et al. 2019; the
-  trainer's EMA over ema_parameters()), DiffAugment / ADA, and class-conditional G with a
+  trainer's EMA over ema_module()), DiffAugment / ADA, and class-conditional G with a
   projection D (Miyato & Koyama 2018). Sampling may reject the latents G stretches most
   (Jacobian truncation, jacobian_truncation.py). Vector data may be standardized
   (`standardize`; LeCun et al. 1998, "Efficient BackProp", sec. 4.3): both nets then work in
@@ -276,8 +276,8 @@ class GAN(Method):
                 boosted = True
         return boosted
 
-    def ema_parameters(self) -> list[nn.Parameter]:
-        return list(self.G.parameters())
+    def ema_module(self) -> nn.Module:
+        return self.G
 
     # ---- sampling ----------------------------------------------------------------------
     def monitor_sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:

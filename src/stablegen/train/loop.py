@@ -84,7 +84,7 @@ class Trainer:
             for p in self.phases
         }
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaled)
-        self.ema = EMA(method.ema_parameters(), tc.ema, tc.ema_start) if tc.ema > 0 else None
+        self.ema = EMA.of(method, tc.ema, tc.ema_start, tc.ema_warmup) if tc.ema > 0 else None
         self.loader = InfiniteLoader(data, recipe.data.batch_size, tc.seed, self.device, rank, world)
         self.step = 0
         self.snapshot: dict | None = None
@@ -110,7 +110,7 @@ class Trainer:
             if self.world > 1:  # each rank initialised from its own slice: rank 0's wins
                 distributed.broadcast_state(self.method)
             if self.ema is not None:  # start the average from the data-initialised weights
-                self.ema.shadow = [p.detach().clone() for p in self.ema.params]
+                self.ema.reset()
             self._take_snapshot()
         bar = self._progress()
         interrupted, restore_sigterm = _catch_sigterm()
