@@ -22,7 +22,7 @@ from torch import nn
 from ..base import DataInfo
 from ..nets.flow_layers import (ActNorm, AffineCoupling, Chain, CouplingConvNet, FactorOut,
                                 Flatten, InvertibleLinearLU, LogitTransform, ScaleFn, Squeeze,
-                                channel_mask, split_prior)
+                                channel_mask, max_squeezes, split_prior)
 from ..nets.mlp import MLP
 from .realnvp import FlowMethod
 
@@ -78,9 +78,15 @@ def build_glow_flow(cfg: GlowConfig, info: DataInfo) -> Chain:
         return Chain(layers + [Flatten(info.shape)])
     if info.kind == "image":
         c, h, w = info.shape
-        if h % 2**cfg.levels or w % 2**cfg.levels:
-            raise ValueError(f"glow with levels={cfg.levels} needs H and W divisible by "
-                             f"{2**cfg.levels}; the data are {h}x{w}: lower model.levels")
+        most = max_squeezes(h, w)
+        if most == 0:
+            raise ValueError(f"glow squeezes the images at least once and needs even H and W; the data are "
+                             f"{h}x{w}: resize them to an even size (data.size) or use family=realnvp with "
+                             f"model.scales=0")
+        if cfg.levels > most:
+            raise ValueError(f"glow with model.levels={cfg.levels} squeezes the images {cfg.levels} times "
+                             f"and needs H and W divisible by {2**cfg.levels}; the data are {h}x{w}: "
+                             f"lower model.levels to {most}")
         body = _level(cfg, (c, h, w), cfg.levels)
         if cfg.logit_alpha is None:
             return body

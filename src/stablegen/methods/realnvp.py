@@ -151,9 +151,11 @@ def build_realnvp_flow(cfg: RealNVPConfig, info: DataInfo) -> Chain:
         return Chain(layers + [Flatten(shape)])
     if info.kind == "image":
         c, h, w = info.shape
-        if h % 2**cfg.scales or w % 2**cfg.scales:
-            raise ValueError(f"realnvp with scales={cfg.scales} needs H and W divisible by "
-                             f"{2**cfg.scales}; the data are {h}x{w}: lower model.scales")
+        most = max_squeezes(h, w)
+        if cfg.scales > most:
+            raise ValueError(f"realnvp with model.scales={cfg.scales} squeezes the images {cfg.scales} times "
+                             f"and needs H and W divisible by {2**cfg.scales}; the data are {h}x{w}: "
+                             f"lower model.scales to {most}")
         body = _multiscale(cfg, (c, h, w), cfg.scales)
         if cfg.logit_alpha is None:
             return body

@@ -219,6 +219,15 @@ class Squeeze(nn.Module):
         return x.reshape(b, c4 // 4, 2 * h2, 2 * w2)
 
 
+def max_squeezes(h: int, w: int) -> int:
+    """How many `Squeeze`s in a row (H, W) allows: both sides must be even each time
+    (28x28: 2, 28 -> 14 -> 7; 32x32: 5; odd sides: 0)."""
+    n = 0
+    while h % 2 == 0 and w % 2 == 0 and h > 1 and w > 1:
+        h, w, n = h // 2, w // 2, n + 1
+    return n
+
+
 class LogitTransform(nn.Module):
     """Data in [-1, 1] to logit space (RealNVP section 4.1): with p = (x + 1) / 2,
     y = logit(alpha + (1 - 2 alpha) p). Keeps the model's density supported on [-1, 1]^D."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 Activation = Literal["relu", "leaky_relu", "silu", "tanh", "elu"]
@@ -46,6 +47,43 @@ def maybe_wn(module: nn.Module, scale: float | None) -> nn.Module:
     with torch.no_grad():
         module.parametrizations.weight.original1.mul_(scale)  # v; original0 is g
     return module
+
+
+class Ladder(NamedTuple):
+    """Resolutions of a conv net that doubles (or halves) the resolution `steps` times between
+    `low` and `high` = low * 2**steps, the first size >= the image's that doubling reaches."""
+
+    steps: int
+    low: tuple[int, int]
+    high: tuple[int, int]
+
+
+def ladder(h: int, w: int) -> Ladder:
+    """Halve (H, W), rounding up, while both sides are >= 8 px: powers of two end at 4 px
+    (32 -> 16 -> 8 -> 4, DCGAN's layout), 28 at 7 (28 -> 14 -> 7), 24 at 6, and 27 at 7 too,
+    with high = 28. A net that grows builds `high` from `low` and crops it to (H, W)
+    (`center_crop`); a net that shrinks pads (H, W) to `high` first (`center_pad`). Neither
+    happens unless a halving meets an odd side >= 8 (27, 18 -> 9, 30 -> 15)."""
+    steps, lh, lw = 0, h, w
+    while min(lh, lw) >= 8:
+        lh, lw, steps = (lh + 1) // 2, (lw + 1) // 2, steps + 1
+    return Ladder(steps, (lh, lw), (lh << steps, lw << steps))
+
+
+def center_pad(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Zero-pad x (B, C, H, W) to (B, C, *size), centred; the odd pixel goes bottom / right."""
+    dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
+    if dh == 0 and dw == 0:
+        return x
+    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+
+
+def center_crop(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """The centred (B, C, *size) window of x (B, C, H, W); undoes `center_pad`."""
+    dh, dw = x.shape[-2] - size[0], x.shape[-1] - size[1]
+    if dh == 0 and dw == 0:
+        return x
+    return x[..., dh // 2 : dh // 2 + size[0], dw // 2 : dw // 2 + size[1]]
 
 
 class MinibatchStdDev(nn.Module):
