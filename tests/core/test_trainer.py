@@ -265,3 +265,17 @@ def test_augmentation_switches_reach_the_critic_through_the_trainer(tmp_path, mo
         assert seen[0][1] == 0.0 and run.method.ada_p.item() > 0
         logged = [json.loads(line) for line in (tmp_path / augment / "metrics.jsonl").read_text().splitlines()]
         assert logged[0]["step"] == 4 and "health/ada_p" in logged[0] and "health/ada_rt" in logged[0]
+
+
+def test_a_short_dcgan_run_samples_no_worse_with_its_ema(tmp_path):
+    """dcgan-digits for 100 steps (decay 0.999): the warmed-up EMA with averaged BatchNorm
+    statistics samples about as well as the raw generator, where the EMA without warm-up
+    still sits near the initial weights. Measured (digits-feature FID, 1,000 samples, seeds
+    0 / 1 / 2): EMA 30.8 / 38.2 / 35.6, raw 34.8 / 49.0 / 31.7; the EMA without warm-up 85.0
+    (seed 2), and before BatchNorm statistics were averaged, image EMAs sampled grey noise. The
+    bound leaves 25 % for FID's sampling noise at n=1,000 and machine-to-machine drift."""
+    over = {"train.steps": 100, "train.progress": False, "train.sample_every": 0, "train.checkpoint_every": 0,
+            "eval.metrics": []}
+    run = sg.train("dcgan-digits", over, run_dir=tmp_path / "warm", report=False)
+    ema, raw = (run.evaluate(["fid"], ema=e, n=1000)["fid"] for e in (True, False))
+    assert ema <= 1.25 * raw

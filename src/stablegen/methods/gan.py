@@ -48,7 +48,7 @@ class GanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     family: Literal["gan"] = "gan"
-    net: Literal["mlp", "dcgan", "resnet"] = "mlp"  # mlp for vectors; dcgan 8-32 px; resnet 32 px
+    net: Literal["mlp", "dcgan", "resnet"] = "mlp"  # mlp for vectors; dcgan or resnet for images of any size >= 8 px (28 px: 7 -> 14 -> 28)
     z_dim: int = Field(64, ge=1)  # latent dimension
     latent: Literal["normal", "uniform"] = "normal"  # z ~ N(0, I) or uniform on [-1, 1]^z_dim
     width: int = Field(256, ge=1)  # hidden width (mlp) or base channels (conv nets)
