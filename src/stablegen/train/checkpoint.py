@@ -4,6 +4,12 @@
     checkpoints/step-000500.json          step, optimizer hyper-parameters, scheduler, scaler,
                                           guard state, non-tensor optimizer state
 
+Every file is written to a temporary name in the same folder, flushed to disk and renamed
+over its final name, so a reader sees the old file or the new one, never a part. The JSON
+goes first and the .safetensors last: a checkpoint exists once its .safetensors does, so a
+process killed between the two leaves the previous checkpoint the newest. Older checkpoints
+are pruned only after the new one is complete. Files follow the user's umask.
+
 Loading never unpickles: safetensors and json only.
 """
 
@@ -29,18 +35,48 @@ class CheckpointError(ValueError):
     """A missing or corrupt checkpoint; the message names the file."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (0o666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_replace(path: Path, write) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, flush it to disk and rename it
+    over `path`. On any failure (a full disk: ENOSPC) the temporary file is removed and `path`
+    is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_replace(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -59,18 +95,16 @@ def _json_safe(obj: Any) -> Any:
 
 def save_checkpoint(directory: Path, step: int, tensors: dict[str, Tensor], meta: dict, keep: int) -> Path:
     """Write step-<step, 6 digits>.{safetensors,json} (e.g. step-000500); keep the newest `keep` checkpoints."""
-    directory.mkdir(parents=True, exist_ok=True)
     stem = directory / f"step-{step:06d}"
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ckpt.", suffix=".tmp")
-    os.close(fd)
     try:
-        save_file(flat, tmp)
-        os.replace(tmp, stem.with_suffix(".safetensors"))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(_json_safe(meta), indent=1))
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(_json_safe(meta), indent=1))
+        _atomic_replace(stem.with_suffix(".safetensors"), lambda tmp: save_file(flat, tmp))
+    except OSError as e:
+        kept = list_checkpoints(directory)
+        raise CheckpointError(f"could not write checkpoint {stem.with_suffix('.safetensors')} ({e.strerror or e}); "
+                              + (f"the newest complete checkpoint, {kept[-1].name}, is intact" if kept
+                                 else "no earlier checkpoint exists")) from None
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
         old.with_suffix(".json").unlink(missing_ok=True)
@@ -78,9 +112,11 @@ def save_checkpoint(directory: Path, step: int, tensors: dict[str, Tensor], meta
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
+    """The complete checkpoints (a .safetensors with its .json), oldest first."""
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CKPT.search(p.name))]
+    found = [(int(m.group(1)), p) for p in directory.iterdir()
+             if (m := CKPT.search(p.name)) and p.with_suffix(".json").is_file()]
     return [p for _, p in sorted(found)]
 
 
