@@ -10,6 +10,7 @@ autoregressive, EBM, RBM). It receives its nets as arguments; nets never import 
         log_prob(x) -> Tensor[N]          exact (flows, AR) or a bound (VAE: IWAE; diffusion: VLB)
         reconstruct(x) -> Tensor          VAE family
         health() -> dict[str, float]      family-specific signals the guard watches
+        export_net() -> ExportSpec        the sampling network and the program `stablegen export` writes
 
 Losses return per-sample values (or a scalar); the trainer owns reduction, precision, loss
 scaling, clipping and the optimizer step, identically for every family.
@@ -18,8 +19,8 @@ scaling, clipping and the optimizer step, identically for every family.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Callable, Literal, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +66,37 @@ class Phase:
     repeats: int = 1
 
 
+@dataclass(frozen=True)
+class ExportInput:
+    """One input of an exported program: shape ("n" is the batch), dtype, and how `stablegen
+    sample` draws it, as a Python expression in `n`, `g` (its torch.Generator) and `torch`;
+    None when the program is not the sampler's first step (a diffusion denoiser)."""
+
+    shape: tuple[int | str, ...]
+    dtype: torch.dtype
+    meaning: str  # what the input is, for config.json
+    draw: str | None = None
+
+
+@dataclass
+class ExportSpec:
+    """What `stablegen export` writes for a method (`Method.export_net`).
+
+    `net` is the sampling network, whose state dict becomes model.safetensors; `program(*inputs)`
+    is what torch.export traces: the net and the method's fixed output transform (a GAN's
+    un-standardization, a flow's clamp), calling no sampling loop. It may read tensors of the
+    method beyond `net`; the export holds them as constants.
+    """
+
+    net: nn.Module
+    program: Callable[..., Tensor]
+    inputs: dict[str, ExportInput]  # in call order; inputs with a `draw` are drawn in this order
+    output: str  # what the program returns
+    notes: list[str]  # what the program leaves out of `sample` (sampling loops, truncation)
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific config.json entries
+    draw_batch: int | None = None  # `sample` draws the inputs per batch of this many samples
+
+
 class MissingCapability(TypeError):
     """A method was asked for an optional capability (log_prob, reconstruct) it lacks."""
 
@@ -100,6 +132,11 @@ class Method(nn.Module, abc.ABC):
         """Signals for the guard, measured on the last training step. Default: none."""
         return {}
 
+    def export_net(self) -> ExportSpec:
+        """The sampling network and the program around it that `stablegen export` writes
+        (stablegen/export.py); called on an eval-mode copy with plain (unparametrized) weights."""
+        raise MissingCapability(f"{type(self).__name__} has no export_net")
+
     def ema_module(self) -> nn.Module:
         """The part whose exponential moving average (weights and buffers) is kept and used
         for sampling: the whole method by default, a GAN's generator."""
@@ -121,6 +158,6 @@ class Method(nn.Module, abc.ABC):
         return next(self.parameters()).device
 
 
-def has_capability(method: Method, name: Literal["log_prob", "reconstruct", "health"]) -> bool:
+def has_capability(method: Method, name: Literal["log_prob", "reconstruct", "health", "export_net"]) -> bool:
     """True when `method` overrides the optional capability `name`."""
     return getattr(type(method), name) is not getattr(Method, name)

@@ -135,6 +135,20 @@ def _cmd_mcmc(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_run
+
+    try:
+        config = export_run(args.run, args.output, ema=args.ema, checkpoint=args.checkpoint)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    src = config["source"]
+    print(f"wrote {Path(args.output)}/: model.safetensors ({config['net']['attribute']}, "
+          f"{'EMA' if src['ema'] else 'live'} weights of step {src['step']}), program.pt2, config.json")
+    return EXIT_OK
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     import io
 
@@ -216,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("-o", "--output", required=True)
     sc.add_argument("--kind", choices=["auto", "nll", "recon"], default="auto")
     sc.set_defaults(func=_cmd_score)
+
+    ex = sub.add_parser("export", help="write a run's network as safetensors + a torch.export program (docs/export.md)")
+    ex.add_argument("run")
+    ex.add_argument("-o", "--output", required=True, help="directory for model.safetensors, program.pt2, config.json")
+    ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use EMA weights if kept")
+    ex.add_argument("--checkpoint", help="a checkpoint file of the run (default: the newest)")
+    ex.set_defaults(func=_cmd_export)
 
     from .tune import add_arguments as tune_arguments, run as tune_run
 

@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
 from ..nets.denoiser import MLPDenoiser
 from ..nets.unet import UNet
 from .diffusion_samplers import (Denoised, Spacing, Variance, ddim_sample, ddpm_sample, heun_sample, randn,
@@ -315,6 +315,27 @@ class Diffusion(Method):
             return ddpm_sample(denoise, noise, self.abar, table, generator, variance).x
         finally:
             self.train(was_training)
+
+    def export_net(self) -> ExportSpec:
+        """The denoiser: (x_t (n, *shape), t (n,) [, y (n,)]) -> net output; the schedule and the
+        prediction type go to config.json, the sampling loop is not exported."""
+        cfg, shape = self.cfg, tuple(self.info.shape)
+        inputs = {"x_t": ExportInput(("n", *shape), torch.float32,
+                                     "noisy data, sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps"),
+                  "t": ExportInput(("n",), torch.float32, f"timestep index 0..{cfg.timesteps - 1}, as a float")}
+        if self.conditional:
+            k = self.info.num_classes
+            inputs["y"] = ExportInput(("n",), torch.int64, f"class labels 0..{k - 1}; {k} = no label "
+                                      "(classifier-free guidance mixes the two outputs)")
+        output = f"the {cfg.prediction} prediction, (n, *shape)"
+        if cfg.learned_variance:
+            output = (f"(n, 2C, ...): the {cfg.prediction} prediction, then v in [-1, 1] with log sigma_t^2 = "
+                      "(v + 1) / 2 log beta_t + (1 - (v + 1) / 2) log beta~_t")
+        notes = [f"no sampling loop is exported: `stablegen sample` runs the {cfg.sampler} sampler with "
+                 f"{cfg.steps} steps (model.* in this file) around this denoiser, from x_T = torch.randn(n, *shape)"]
+        extra = {"prediction": cfg.prediction, "timesteps": cfg.timesteps, "betas": self.betas.tolist(),
+                 "alphas_cumprod": self.abar.tolist(), "clip_x0": self.clip_x0, "variance": self.variance}
+        return ExportSpec(self.net, lambda x_t, t, *y: self.net(x_t, t, *y), inputs, output, notes, extra)
 
     # ---- likelihood -----------------------------------------------------------------------
     def _levels_and_grid(self, x: Tensor) -> tuple[Tensor, float]:

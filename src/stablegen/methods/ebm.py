@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
 from ..mcmc import langevin
 from ..nets.energy import EnergyConvNet, EnergyMLP
 from ..nets.layers import Activation
@@ -173,6 +173,14 @@ class EBM(Method):
             x0 = self._noise(b, g, dev) if init == "noise" else self.replay[order[start : start + b]]
             out.append(self.langevin(x0, steps, g, noise_end, step_end) if steps else x0)
         return torch.cat(out)
+
+    def export_net(self) -> ExportSpec:
+        """The energy: x (n, *shape) -> E(x) (n,); Langevin sampling is not exported."""
+        inputs = {"x": ExportInput(("n", *self.info.shape), torch.float32, "points in data space")}
+        notes = ["no sampler is exported: `stablegen sample` runs Langevin dynamics on E with the settings "
+                 "model.sample_*, model.step_size, model.noise, model.grad_clip and model.box of this file"]
+        return ExportSpec(self.energy, self.energy, inputs, "the energy E(x); p(x) is proportional to exp(-E(x))",
+                          notes)
 
 
 def build(cfg: EbmConfig, info: DataInfo) -> EBM:

@@ -26,6 +26,7 @@ Regularizers and tricks, each a switch of GanConfig:
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Literal
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
 from ..data.augment import ada_adjust, check_policy, diff_augment
 from ..nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ..nets.mlp import MLPCritic, MLPGenerator
@@ -310,6 +311,29 @@ class GAN(Method):
             out.append(self._to_data(self.G(z, y)).float())
         self.G.train(was_training)
         return torch.cat(out)
+
+    def export_net(self) -> ExportSpec:
+        """The raw generator in data space: z (n, z_dim) [, y (n,)] -> samples, as `sample(...,
+        truncate=False)` returns them."""
+        c = self.cfg
+        prior = (f"torch.rand(n, {c.z_dim}, generator=g) * 2 - 1" if c.latent == "uniform"
+                 else f"torch.randn(n, {c.z_dim}, generator=g)")
+        inputs = {"z": ExportInput(("n", c.z_dim), torch.float32, f"latent codes, {c.latent} prior", prior)}
+        if c.conditional:
+            inputs["y"] = ExportInput(("n",), torch.int64, f"class labels 0..{self.info.num_classes - 1}",
+                                      f"torch.randint({self.info.num_classes}, (n,), generator=g)")
+        notes = ["the raw generator: Jacobian truncation (model.truncation) is not part of the program; "
+                 "it reproduces `stablegen sample --no-truncate`"]
+        extra = {}
+        if c.standardize:
+            notes.append("the program maps G's standardized output to data space: data_mean + data_std * G(z)")
+            extra["output_transform"] = {"data_mean": self.data_mean.tolist(), "data_std": self.data_std.tolist()}
+
+        def generate(*z_y: Tensor) -> Tensor:  # (z,) or (z, y)
+            return self._to_data(self.G(*z_y)).float()
+
+        batch = inspect.signature(self.sample).parameters["batch_size"].default  # sample() draws per batch
+        return ExportSpec(self.G, generate, inputs, "samples in data space", notes, extra, draw_batch=batch)
 
 
 def truncation_refused(cfg: GanConfig) -> str | None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
 from ..metrics.likelihood import bits_per_dim
 from ..nets.pixelcnn import GatedPixelCNN
 
@@ -102,6 +102,20 @@ class PixelCNN(Method):
                     level = torch.multinomial(probs, 1, generator=generator).view(n, c)
                     x[:, :, i, j] = level.to(x.dtype) / (self.levels - 1) * 2 - 1
         return x
+
+    def export_net(self) -> ExportSpec:
+        """The net's logits: x (n, C, H, W) [, y (n,)] -> (n, levels, C, H, W); the pixel-by-pixel
+        sampling loop is not exported."""
+        inputs = {"x": ExportInput(("n", *self.info.shape), torch.float32,
+                                   f"images on the {self.levels} grey levels of [-1, 1]")}
+        if self.net.num_classes:
+            inputs["y"] = ExportInput(("n",), torch.int64, f"class labels 0..{self.net.num_classes - 1}")
+        notes = ["no sampling loop is exported: `stablegen sample` fills the pixels in raster order, each drawn "
+                 "from softmax(logits[:, :, :, i, j] / temperature) over the levels; level l is "
+                 "-1 + 2 l / (levels - 1)"]
+        return ExportSpec(self.net, lambda x, *y: self.net(x, *y), inputs,
+                          "logits over the grey levels of pixel (c, i, j), given the pixels before it", notes,
+                          {"levels": self.levels})
 
 
 def build(cfg: PixelCNNConfig, info: DataInfo) -> PixelCNN:

@@ -21,11 +21,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
 from ..metrics.likelihood import bits_per_dim, dequantize
 from ..nets.flow_layers import (AffineCoupling, Chain, CouplingConvNet, FactorOut, Flatten,
                                 LogitTransform, ScaleFn, Squeeze, actnorms, channel_mask,
-                                checkerboard_mask)
+                                checkerboard_mask, max_squeezes)
 from ..nets.mlp import MLP
 
 
@@ -95,6 +95,21 @@ class FlowMethod(Method):
         z = torch.randn(n, self.dim, generator=generator, device=p.device, dtype=p.dtype)
         x = self.flow.inverse(z * temperature)
         return x.clamp(-1, 1) if self.info.kind == "image" else x
+
+    def export_net(self) -> ExportSpec:
+        """The inverse flow: z (n, D) -> x (n, *shape), images clamped to [-1, 1] as in `sample`."""
+        image = self.info.kind == "image"
+        inputs = {"z": ExportInput(("n", self.dim), torch.float32, "latent codes, standard normal prior",
+                                   f"torch.randn(n, {self.dim}, generator=g)")}
+        notes = ["`stablegen sample --temperature T` multiplies z by T before the program (default 1)"]
+        if image:
+            notes.append("the program clamps images to [-1, 1]")
+
+        def generate(z: Tensor) -> Tensor:
+            x = self.flow.inverse(z)
+            return x.clamp(-1, 1) if image else x
+
+        return ExportSpec(self.flow, generate, inputs, "samples in data space", notes)
 
     @torch.no_grad()
     def data_init(self, batch: Batch) -> None:

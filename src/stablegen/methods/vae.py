@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
 from ..metrics.likelihood import dequantize
 from ..nets.layers import Activation
 from ..nets.vae_nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -347,6 +347,20 @@ class VAE(LatentVariableMethod):
         z = randn((n, self.cfg.z_dim), generator, self.device)
         out = self.decoder(z)
         return self._draw(out, generator) if (self.cfg.sample_noise if noise is None else noise) else self._mean(out)
+
+    def export_net(self) -> ExportSpec:
+        """The decoder mean of p(x|z): z (n, z_dim) -> (n, *shape), as `sample(noise=False)`."""
+        z_dim = self.cfg.z_dim
+        inputs = {"z": ExportInput(("n", z_dim), torch.float32, "latent codes, standard normal prior",
+                                   f"torch.randn(n, {z_dim}, generator=g)")}
+        notes = [f"the program returns the mean of the {self.likelihood} decoder p(x|z)"]
+        if self.cfg.sample_noise:
+            notes.append("the run samples with model.sample_noise=true: `stablegen sample` draws from p(x|z) "
+                         "around that mean, which the program does not do")
+        extra = {"likelihood": self.likelihood, "decoder_output": "(n, params, *shape): location, then log scale "
+                 "when params = 2; model.safetensors holds this decoder"}
+        return ExportSpec(self.decoder, lambda z: self._mean(self.decoder(z)), inputs,
+                          "samples in data space: the decoder mean", notes, extra)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
