@@ -73,14 +73,18 @@ class Run:
             return self.method.sample(n, generator=torch.Generator().manual_seed(seed), **kw).cpu()
 
     def evaluate(self, metrics: Sequence[str] | None = None, n: int | None = None, ema: bool = True,
-                 features: str | None = None, seed: int = 0) -> dict[str, float]:
+                 features: str | None = None, seed: int = 0, split: str | None = None) -> dict[str, float]:
+        """The metrics (default: the recipe's eval.metrics) against the held-out data: `split`
+        auto, train, val or test (default: the recipe's eval.split; see data.resolve_eval_split)."""
+        from .data import load_eval_data
         from .evaluation import evaluate_method
 
         cfg = self.recipe.eval.model_copy(update={k: v for k, v in
                                                    {"metrics": list(metrics) if metrics else None, "n": n,
-                                                    "features": features}.items() if v is not None})
+                                                    "features": features, "split": split}.items() if v is not None})
+        reference, _ = load_eval_data(self.data, self.recipe.data, cfg.split)
         self.method.eval()
-        return evaluate_method(self.method, self.data, cfg, ema=self.ema() if ema else None, seed=seed)
+        return evaluate_method(self.method, reference, cfg, ema=self.ema() if ema else None, seed=seed)
 
 
 def _seed_and_threads(recipe: Recipe) -> None:

@@ -1,7 +1,9 @@
 """The command line: a thin layer over the library.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad input (recipe, data, checkpoint, arguments);
-3 the guard stopped the run; 130 interrupted (a checkpoint was written; --resume continues).
+Exit codes (exitcodes.py): 0 success; 1 unexpected error (one line; the traceback with
+--debug); 2 bad input (recipe, data, checkpoint, arguments), one message naming the key, file
+or argument; 3 the guard stopped the run; 130 interrupted (a checkpoint was written; --resume
+continues).
 """
 
 from __future__ import annotations
@@ -11,7 +13,31 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from .exitcodes import EXIT_ERROR, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into exit 2 and its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _run_dir(path: str) -> Path:
+    """A run directory given on the command line: it must exist and hold recipe.yaml."""
+    from .train.checkpoint import CheckpointError
+
+    run = Path(path)
+    if not run.is_dir():
+        raise CheckpointError(f"run directory {run} does not exist")
+    if not (run / "recipe.yaml").is_file():
+        raise CheckpointError(f"{run} is not a run directory (no recipe.yaml): give a directory written by "
+                              "stablegen train")
+    return run
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -70,10 +96,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".png"):
         print(f"error: -o must end in .npy or .png, got {out}", file=sys.stderr)
         return EXIT_INPUT
-    run = open_run(args.run)
+    run = open_run(_run_dir(args.run))
     try:
         x = run.sample(args.n, ema=args.ema, seed=args.seed, **_sample_kwargs(args))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an option this family lacks, a value it refuses
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     if out.suffix == ".npy":
@@ -90,21 +116,28 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import open_run
+    from .data import resolve_eval_split
+    from .evaluation import eval_record
     from .train.checkpoint import atomic_write_text
 
-    run = open_run(args.run)
+    run = open_run(_run_dir(args.run))
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    split = args.split or run.recipe.eval.split  # auto: the held-out split (docs/data.md)
     try:
-        results = run.evaluate(metrics, n=args.n, ema=args.ema, features=args.features, seed=args.seed)
-    except (ValueError, RuntimeError) as e:  # unknown / inapplicable metric, missing Inception weights
+        where = resolve_eval_split(run.recipe.data, split)
+        results = run.evaluate(metrics, n=args.n, ema=args.ema, features=args.features, seed=args.seed, split=split)
+    except (ValueError, RuntimeError) as e:  # unknown / inapplicable metric, missing Inception weights, no such split
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
+    against = "the training data" if where.name == "all" else f"the {where.name} split"
+    print(f"evaluated against {against} ({'held out' if where.held_out else 'trained on: not held out'})",
+          file=sys.stderr)
     width = max((len(k) for k in results), default=6)
     for k, v in results.items():
         print(f"{k:<{width}}  {v:.6g}")
     cfg = run.recipe.eval
-    record = {"metrics": results, "n": args.n or cfg.n, "features": args.features or cfg.features,
-              "ema": bool(args.ema and run.ema_state), "step": _latest_step(run.run_dir)}
+    record = eval_record(results, split=where, n=args.n or cfg.n, features=args.features or cfg.features,
+                         ema=bool(args.ema and run.ema_state), step=_latest_step(run.run_dir))
     atomic_write_text(run.run_dir / "eval.json", json.dumps(record, indent=1))
     return EXIT_OK
 
@@ -118,14 +151,14 @@ def _latest_step(run_dir: Path) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"wrote {write_report(Path(args.run))}")
+    print(f"wrote {write_report(_run_dir(args.run))}")
     return EXIT_OK
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .report import write_compare
 
-    print(f"wrote {write_compare([Path(r) for r in args.runs], Path(args.output))}")
+    print(f"wrote {write_compare([_run_dir(r) for r in args.runs], Path(args.output))}")
     return EXIT_OK
 
 
@@ -160,16 +193,27 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .methods.scoring import score
     from .train.checkpoint import atomic_write_bytes
 
-    run = open_run(args.run)
+    from .base import MissingCapability
+    from .data.files import DataError
+
+    run = open_run(_run_dir(args.run))
     if Path(args.data).exists():
         kind = ("npy" if args.data.endswith((".npy", ".npz")) else "csv" if args.data.endswith(".csv")
                 else "idx" if "idx" in Path(args.data).name else "folder")
         cfg = run.recipe.data.model_copy(update={"name": kind, "path": args.data, "labels": False, "batch_size": 1})
     else:
         cfg = run.recipe.data.model_copy(update={"name": args.data, "batch_size": 1})
-    x = load_dataset(cfg).x
-    with torch.no_grad():
-        s = score(run.method, x, args.kind).cpu().numpy()
+    x = load_dataset(cfg).as_float()
+    want = tuple(run.data.info.shape)
+    if tuple(x.shape[1:]) != want:
+        raise DataError(f"{args.data}: samples of shape {tuple(x.shape[1:])}, but the run was trained on samples "
+                        f"of shape {want}; score data of the training shape")
+    try:
+        with torch.no_grad():
+            s = score(run.method, x, args.kind).cpu().numpy()
+    except (MissingCapability, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
     buf = io.BytesIO()
     np.save(buf, s)
     atomic_write_bytes(Path(args.output), buf.getvalue())
@@ -179,6 +223,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stablegen", description="Train generative models stably.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (default: the quick built-in dcgan-digits)")
@@ -193,12 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
-    s.add_argument("-n", type=int, default=64)
+    s.add_argument("-n", type=_positive_int, default=64, help="number of samples (>= 1)")
     s.add_argument("-o", "--output", required=True, help="samples.npy (float, data space) or grid.png")
     s.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use EMA weights if kept")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sampler", help="diffusion: ddpm, ddim or heun")
-    s.add_argument("--steps", type=int, help="diffusion: sampling steps")
+    s.add_argument("--steps", type=_positive_int, help="diffusion: sampling steps (>= 1)")
     s.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale")
     s.add_argument("--eta", type=float, help="DDIM eta")
     s.add_argument("--temperature", type=float, help="flows: sampling temperature")
@@ -209,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json into it")
     e.add_argument("run")
     e.add_argument("--metrics", help="comma-separated: fid,kid,is,prdc,modes,classes,stacked_modes,nll,recon,diversity")
-    e.add_argument("--n", type=int, help="generated samples")
+    e.add_argument("--n", type=_positive_int, help="generated samples (>= 1)")
     e.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
     e.add_argument("--features", choices=["auto", "digits", "inception", "pixels"])
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--split", choices=["auto", "train", "val", "test"],
+                   help="data to compare with (default: the recipe's eval.split; auto = the held-out split)")
     e.set_defaults(func=_cmd_eval)
 
     rep = sub.add_parser("report", help="write RUN/report.html")
@@ -256,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     from .data.files import DataError
     from .recipe import RecipeError
     from .train.checkpoint import CheckpointError
+    from .train.lock import RunLocked
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line: the traceback of an unexpected error
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides given after options (`train R --run-dir D a.b=1`)
@@ -266,12 +317,22 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         return args.func(args)
-    except (RecipeError, DataError, CheckpointError) as e:
+    except (RecipeError, DataError, CheckpointError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 — a bug or an environment problem: one line, or all of it with --debug
+        if debug:
+            raise
+        where = e.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where is not None else ""
+        print(f"error: unexpected {type(e).__name__}{at}: {e} (stablegen --debug ... shows the traceback)",
+              file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

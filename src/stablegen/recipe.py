@@ -28,12 +28,12 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    name: str = "digits"  # dataset: a toy, digits, stacked-digits, sines, grammar, folder, npy, idx, csv
-    path: str | None = None  # file or folder for folder / npy / idx / csv data
+    name: str = "digits"  # dataset: a toy, digits, stacked-digits, fashion-mnist, sines, grammar, folder, npy, idx, csv
+    path: str | None = None  # file or folder of user data ({split} in it: split by name); fashion-mnist: IDX folder
     batch_size: int = Field(64, ge=1)  # samples per step (per phase repeat)
     size: int | None = Field(None, ge=2)  # resize images to size x size
     labels: bool = False  # also load integer labels (class-conditional models)
-    split: Literal["all", "train", "val", "test"] = "all"  # digits: the fixed BENCHMARKS.md split
+    split: Literal["all", "train", "val", "test"] = "all"  # what to train on (splits: docs/data.md)
     n: int = Field(50_000, ge=1)  # samples drawn from a toy or synthetic distribution
     length: int = Field(32, ge=2)  # sequence length (sines, grammar, csv windows)
     stride: int = Field(1, ge=1)  # csv: step between windows
@@ -121,6 +121,7 @@ class EvalConfig(Strict):
     features: Literal["auto", "digits", "inception", "pixels"] = "auto"  # feature space of FID/KID/PRDC
     inception_weights: str | None = None  # local file of the FID Inception weights
     ema: bool = True  # evaluate the EMA weights when the run keeps them
+    split: Literal["auto", "train", "val", "test"] = "auto"  # data compared with (auto: test unless trained on)
 
 
 ModelConfig = Annotated[Union[tuple(f.config for f in FAMILIES.values())], Field(discriminator="family")]
@@ -281,3 +282,31 @@ def load_recipe(source: str | Path | dict | None = None, overrides: dict[str, An
 
 def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+# ---- resuming with a changed recipe ----------------------------------------------------------
+# Keys that may change when a run is resumed: they decide how long it runs, what it writes and
+# how it is evaluated, never the arithmetic of the steps already taken (docs/guide.md).
+SAFE_ON_RESUME = ("description", "train.steps", "train.progress", "train.log_every", "train.sample_every",
+                  "train.sample_n", "train.checkpoint_every", "train.keep_checkpoints", "train.threads", "eval.")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def changed_keys(before: Recipe, after: Recipe) -> list[str]:
+    """Dotted keys whose value differs between two recipes."""
+    a, b = _flatten(before.model_dump(mode="json")), _flatten(after.model_dump(mode="json"))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def unsafe_changes(before: Recipe, after: Recipe) -> list[str]:
+    """The changed keys that would make a resumed run differ from the one it continues."""
+    return [k for k in changed_keys(before, after)
+            if not any(k == s or (s.endswith(".") and k.startswith(s)) for s in SAFE_ON_RESUME)]

@@ -5,7 +5,10 @@ Hyperparameter Optimization Framework", KDD): `stablegen tune RECIPE --space spa
 A space file (stablegen.tune_space) maps recipe keys to distributions, plus fixed overrides.
 Each trial trains in-process (stablegen.api.train) with its overrides, reports the metric at
 every periodic eval (trial.report) so the pruner can end it early, and returns the metric of
-the final eval. A trial the guard stopped, whose metric is not finite or whose training raised
+the final eval. Trials are evaluated on the validation split of data that has one (eval.split
+= val while eval.split is auto), so the search never selects on the training data nor on the
+test split that the best recipe's own run reports on (best.yaml keeps eval.split: auto, i.e.
+test; docs/data.md). A trial the guard stopped, whose metric is not finite or whose training raised
 a ValueError is recorded as failed, with the diagnosis in its user attributes; the study goes
 on. Samplers: TPE (Bergstra et al. 2011), Gaussian process, random, grid, CMA-ES (Hansen
 2016); pruners: median stopping (Golovin et al. 2017), Hyperband (Li et al. 2018). Workers
@@ -116,10 +119,17 @@ class Objective:
         if prune and not self.every:
             self.every = auto["eval.every"] = max(self.steps // REPORTS_PER_TRIAL, 1)
         self.overrides = {**fixed, **auto}  # every trial's, before its own values
-        self.quiet = {} if "train.progress" in fixed else {"train.progress": False}
+        self.split = _selection_split(base) if "eval.split" not in fixed else None
+        # every trial's too, but not part of best.yaml: quiet bars, selection on the validation split
+        self.trial_only = {} if "train.progress" in fixed else {"train.progress": False}
+        if self.split is not None:
+            self.trial_only["eval.split"] = self.split
         self.notes = [f"eval.every = {self.every} (periodic evals for the pruner)"] if "eval.every" in auto else []
         if "eval.metrics" in auto:
             self.notes.append(f"eval.metrics += {auto['eval.metrics'][-1]} (computes {metric})")
+        if self.split is not None:
+            self.notes.append(f"eval.split = {self.split} in trials (the search selects on the validation split; "
+                              f"best.yaml keeps eval.split: {base.eval.split})")
 
     def _check_key(self, key: str, fixed: dict, sample: Any, where: str) -> None:
         if key in self.flat:
@@ -157,7 +167,8 @@ class Objective:
         reporter = _Reporter(trial, self.metric, self.every, self.steps)
         start = time.perf_counter()
         try:
-            run = train(self.recipe, {**overrides, **self.quiet}, run_dir=run_dir, on_eval=reporter, report=False)
+            run = train(self.recipe, {**self.trial_only, **overrides}, run_dir=run_dir, on_eval=reporter,
+                        report=False)
         except (TrialFailed, TuneError):
             raise
         except RecipeError as e:  # values that do not go together
@@ -246,6 +257,20 @@ def _last_event(run_dir: Path) -> str:
     except (OSError, ValueError):
         return ""
     return f"; last guard event at step {event['step']}: {event['message']}" if event else ""
+
+
+def _selection_split(recipe) -> str | None:
+    """'val' when the recipe evaluates with eval.split auto on data with a validation split that
+    training never sees (digits or fashion-mnist trained on train, synthetic draws, user data
+    with {split}); else None (the recipe's own eval.split stays)."""
+    from .data import DataError, resolve_eval_split
+
+    if recipe.eval.split != "auto":
+        return None
+    try:
+        return "val" if resolve_eval_split(recipe.data, "val").held_out else None
+    except DataError:  # data without splits
+        return None
 
 
 def _metric_setup(metric: str, direction: str | None, eval_metrics: list[str]) -> tuple[Direction, dict]:
@@ -369,7 +394,7 @@ def search(recipe: str | Path | dict, space: str | Path | dict | Space, *, metri
     log(f"tune: study {name!r} ({objective.direction} {metric}) holds {held} of {trials} trials; results in {out}")
 
     def write(s: optuna.Study, _trial: Any = None) -> None:
-        write_results(s, recipe, metric, out)
+        write_results(s, recipe, metric, out, split=objective.split)
 
     try:
         if held < trials:
@@ -416,9 +441,10 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
 
 
-def write_results(study: optuna.Study, recipe: str | Path | dict, metric: str, out: Path) -> Path | None:
+def write_results(study: optuna.Study, recipe: str | Path | dict, metric: str, out: Path,
+                  split: str | None = None) -> Path | None:
     """trials.csv and trials.md (one row per trial) and best.yaml; returns best.yaml's path
-    (None while no trial has completed)."""
+    (None while no trial has completed). split: the eval split trials were measured on, if set."""
     trials = study.get_trials(deepcopy=False)
     params = list(dict.fromkeys(k for t in trials for k in t.params))
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -435,7 +461,8 @@ def write_results(study: optuna.Study, recipe: str | Path | dict, metric: str, o
 
     counts = {s: sum(t.state.name.lower() == s for t in trials) for s in ("complete", "pruned", "fail", "running")}
     overhead = [_seconds(t) - t.user_attrs["train_seconds"] for t in complete if "train_seconds" in t.user_attrs]
-    lines = [f"# Study {study.study_name}: {study.direction.name.lower()} {metric}", "",
+    on = f" on the {split} split" if split else ""
+    lines = [f"# Study {study.study_name}: {study.direction.name.lower()} {metric}{on}", "",
              f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "."]
     if best is not None:
         lines.append(f"Best: trial {best.number}, {metric} = {best.value:.6g} (best.yaml).")
@@ -447,7 +474,7 @@ def write_results(study: optuna.Study, recipe: str | Path | dict, metric: str, o
     atomic_write_text(out / "trials.md", "\n".join(lines) + "\n")
     if best is None:
         return None
-    comment = (f"# best recipe of study {study.study_name}: trial {best.number}, {metric} = {best.value:.6g}\n"
+    comment = (f"# best recipe of study {study.study_name}: trial {best.number}, {metric} = {best.value:.6g}{on}\n"
                f"# values: {', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())}\n")
     path = out / "best.yaml"
     atomic_write_text(path, comment + dump_recipe(load_recipe(recipe, best.user_attrs["overrides"])))
@@ -477,7 +504,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`stablegen tune`: exit 0 when a best recipe was written, 3 when no trial completed, 2 on bad input."""
-    from .cli import EXIT_INPUT, EXIT_OK, EXIT_STOPPED
+    from .exitcodes import EXIT_INPUT, EXIT_OK, EXIT_STOPPED
 
     try:
         import optuna  # noqa: F401

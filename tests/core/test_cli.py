@@ -46,7 +46,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert main(["train", "gan-ring8", "--run-dir", str(tmp_path / "r"), "model.los=ns"]) == 2
     assert "did you mean 'model.loss'" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.npy")]) == 2
-    assert "not a run directory" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     assert main(["train", "gan-ring8", "--run-dir", str(tmp_path / "r2"), "data.name=folder", "data.path=/nope"]) == 2
     assert "/nope does not exist" in capsys.readouterr().err
 

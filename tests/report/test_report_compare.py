@@ -65,3 +65,11 @@ def test_metric_direction():
     assert metric_direction("fid") == -1 and metric_direction("reverse_kl") == -1 and metric_direction("test/bpd") == -1
     assert metric_direction("modes") == 1 and metric_direction("class_coverage") == 1 and metric_direction("hq") == 1
     assert metric_direction("acceptance_rate") == 0
+
+
+def test_metric_table_names_each_runs_eval_split(make_run, tmp_path):
+    a, b = make_run("a"), make_run("b", seed=1)
+    ev = json.loads((a / "eval.json").read_text())
+    (a / "eval.json").write_text(json.dumps({**ev, "split": "test", "held_out": True}))
+    html = write_compare([a, b], tmp_path / "cmp.html").read_text(encoding="utf-8")
+    assert '<td class="num">eval.json (test)</td><td class="num">eval.json</td>' in html

@@ -82,3 +82,17 @@ def test_pick_strip_spreads_grids_and_keeps_the_last():
     assert steps[0] == 0 and steps[-2] == 10_000 and steps[-1] is None
     assert len(steps) == 8 + 1 + 1 and steps[:-1] == sorted(steps[:-1])
     assert [s.step for s in pick_strip(samples[:5])] == [0, 100, 200, 300, 400]
+
+
+def test_eval_table_names_the_split(make_run):
+    import json
+
+    run = make_run()
+    record = json.loads((run / "eval.json").read_text())
+    from stablegen.report import load_run
+
+    assert load_run(run).eval_against == ""  # an eval.json from before eval.split does not say
+    (run / "eval.json").write_text(json.dumps({**record, "split": "test", "held_out": True}))
+    assert "against the test split, held out" in write_report(run).read_text(encoding="utf-8")
+    (run / "eval.json").write_text(json.dumps({**record, "split": "all", "held_out": False}))
+    assert "against the training data, not held out (trained on)" in write_report(run).read_text(encoding="utf-8")

@@ -236,3 +236,22 @@ def test_storage_urls(tmp_path):
     assert isinstance(_storage(f"sqlite:///{tmp_path / 'x.db'}", tmp_path), optuna.storages.RDBStorage)
     with pytest.raises(RecipeError, match="--storage nosuch://x: .*give sqlite:///FILE"):
         _storage("nosuch://x", tmp_path)
+
+
+def test_trials_select_on_the_validation_split(tmp_path):
+    """A likelihood search on vae-digits (train split) scores trials on the val split, never the
+    training images nor the test split the best recipe's own run reports on."""
+    vae_space = {"optim.main.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+                 "fixed": {"train.steps": 10, "train.sample_every": 0, "train.threads": 1, "train.checkpoint_every": 0}}
+    study = search("vae-digits", vae_space, metric="bpd", trials=1, pruner="none", out=tmp_path)
+    assert study.trials[0].state.name == "COMPLETE"
+    record = json.loads((tmp_path / "trials" / "vae-digits-0000" / "eval.json").read_text())
+    assert record["split"] == "val" and record["held_out"] is True
+    assert record["metrics"]["bpd"] == pytest.approx(study.trials[0].value)
+    assert load_recipe(tmp_path / "best.yaml").eval.split == "auto"  # its own run reports on test
+    assert "minimize bpd on the val split" in (tmp_path / "trials.md").read_text()
+    assert "eval.split" not in study.trials[0].user_attrs["overrides"]
+    # gan-ring8's val split is an independent draw; dcgan-digits trains on every digit: no val to hold out
+    assert objective(space(**{"optim.g.lr": LR}), tmp_path).trial_only["eval.split"] == "val"
+    dcgan = Objective("dcgan-digits", load_space(space(**{"optim.g.lr": LR})), "fid", None, tmp_path, prune=False)
+    assert dcgan.split is None and "eval.split" not in dcgan.trial_only

@@ -123,28 +123,63 @@ def _finite_float(x: np.ndarray, source: Path) -> Tensor:
 
 def load_idx(path: str | Path, labels_path: str | Path | None = None) -> tuple[Tensor, Tensor | None]:
     """MNIST IDX files (optionally .gz): images (N, 1, H, W) in [-1, 1] and labels."""
-    x = _read_idx(Path(path))
+    x = read_idx(Path(path))
     if x.ndim != 3:
         raise DataError(f"{path}: an IDX image file holds (N, H, W), got {x.ndim} dimensions")
     images = _to_unit_range(x[:, None].astype(np.uint8), Path(path))
     ys = None
     if labels_path is not None:
-        y = _read_idx(Path(labels_path))
+        y = read_idx(Path(labels_path))
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"{labels_path}: expected {len(x)} labels, got shape {y.shape}")
         ys = torch.from_numpy(y.astype(np.int64))
     return images, ys
 
 
-def _read_idx(p: Path) -> np.ndarray:
+def _idx_body_bytes(p: Path, header: int) -> int | None:
+    """The bytes an IDX file holds after its header: from the file size, or for .gz from the
+    gzip trailer's ISIZE (the decompressed size modulo 2^32; None where it may have wrapped)."""
+    size = p.stat().st_size
+    if p.suffix != ".gz":
+        return size - header
+    if size < 18 or size >= 1 << 30:  # no trailer, or large enough that ISIZE could wrap
+        return None
+    with open(p, "rb") as f:
+        f.seek(-4, 2)
+        return struct.unpack("<I", f.read(4))[0] - header
+
+
+def read_idx(p: Path) -> np.ndarray:
+    """The array of an unsigned-byte IDX file (optionally .gz), uint8 and writable.
+
+    The body is read in 1 MiB pieces into one preallocated array, so reading a file costs its
+    decompressed size once (no compressed + decompressed copies side by side).
+    """
     if not p.is_file():
         raise DataError(f"IDX file {p} does not exist")
-    raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{p}: not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DataError(f"{p}: truncated IDX file ({body.size} bytes for shape {dims})")
+    try:
+        with (gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise DataError(f"{p}: not an unsigned-byte IDX file (bad magic number)")
+            ndim = head[3]
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DataError(f"{p}: truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", dims_raw)
+            size, held = int(np.prod(dims)), _idx_body_bytes(p, 4 + 4 * ndim)
+            if held is not None and size > held:  # checked before allocating what the header claims
+                raise DataError(f"{p}: truncated IDX file ({held} bytes for shape {dims})")
+            body = np.empty(size, dtype=np.uint8)
+            pos = 0
+            while pos < body.size:
+                chunk = f.read(min(1 << 20, body.size - pos))
+                if not chunk:
+                    break
+                body[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+                pos += len(chunk)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{p}: not a readable IDX file ({e})") from None
+    if pos != body.size:
+        raise DataError(f"{p}: truncated IDX file ({pos} bytes for shape {dims})")
     return body.reshape(dims)

@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .files import DataError
+
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 _DET, _N, _ADJ, _V = ("the", "a"), ("cat", "dog", "bird", "fox"), ("big", "small", "red"), ("sees", "chases", "likes")
 GRAMMAR_VOCAB: list[str] = ["<pad>", "<bos>", "<eos>", "<unk>", *_DET, *_N, *_ADJ, *_V]
@@ -118,40 +120,40 @@ def load_csv_windows(path: str | Path, length: int, stride: int = 1) -> Tensor:
     """
     p = Path(path)
     if length < 1 or stride < 1:
-        raise ValueError(f"window length and stride must be >= 1, got length={length}, stride={stride}")
+        raise DataError(f"window length and stride must be >= 1, got length={length}, stride={stride}")
     try:
         with p.open(newline="") as f:
             rows = list(csv.reader(f))
     except OSError as e:
-        raise ValueError(f"{p}: cannot read the CSV file ({e.strerror or e})") from None
+        raise DataError(f"{p}: cannot read the CSV file ({e.strerror or e})") from None
     except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{p}: not a readable CSV text file ({e})") from None
+        raise DataError(f"{p}: not a readable CSV text file ({e})") from None
     numbered = [(r + 1, row) for r, row in enumerate(rows) if any(c.strip() for c in row)]  # skip blank lines
     if not numbered:
-        raise ValueError(f"{p}: the CSV file is empty")
+        raise DataError(f"{p}: the CSV file is empty")
     header: list[str] | None = None
     if not any(_is_number(c) for c in numbered[0][1]):
         header = [c.strip() for c in numbered[0][1]]
         numbered = numbered[1:]
     if not numbered:
-        raise ValueError(f"{p}: the CSV file has a header but no data rows")
+        raise DataError(f"{p}: the CSV file has a header but no data rows")
     width = len(header) if header is not None else len(numbered[0][1])
     values: list[list[float]] = []
     for line, row in numbered:
         if len(row) != width:
-            raise ValueError(f"{p}: row {line} has {len(row)} columns, expected {width}")
+            raise DataError(f"{p}: row {line} has {len(row)} columns, expected {width}")
         parsed = []
         for col, cell in enumerate(row):
             name = f"column {col + 1}" + (f" ({header[col]!r})" if header is not None else "")
             try:
                 v = float(cell)
             except ValueError:
-                raise ValueError(f"{p}: row {line}, {name}: {cell.strip()!r} is not a number") from None
+                raise DataError(f"{p}: row {line}, {name}: {cell.strip()!r} is not a number") from None
             if not math.isfinite(v):
-                raise ValueError(f"{p}: row {line}, {name}: {cell.strip()!r} is not finite")
+                raise DataError(f"{p}: row {line}, {name}: {cell.strip()!r} is not finite")
             parsed.append(v)
         values.append(parsed)
     series = torch.tensor(values, dtype=torch.float32)  # (rows, D)
     if len(series) < length:
-        raise ValueError(f"{p}: {len(series)} data rows are fewer than the window length {length}")
+        raise DataError(f"{p}: {len(series)} data rows are fewer than the window length {length}")
     return series.unfold(0, length, stride).transpose(1, 2).contiguous()  # (n, T, D)

@@ -293,7 +293,9 @@ class Diffusion(Method):
         """
         cfg = self.cfg
         sampler = sampler or cfg.sampler
-        steps = steps or cfg.steps
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps = cfg.steps if steps is None else steps
         guidance = cfg.guidance if guidance is None else guidance
         eta = cfg.eta if eta is None else eta
         y = self._labels_for_sampling(n, labels, generator)

@@ -26,6 +26,9 @@ def score(method: Method, x: Tensor, kind: ScoreKind = "auto", batch_size: int =
     if kind not in ("auto", "nll", "recon"):
         raise ValueError(f"unknown score kind {kind!r}; choose auto, nll or recon")
     if kind == "auto":
+        if not (has_capability(method, "log_prob") or has_capability(method, "reconstruct")):
+            raise MissingCapability(f"{type(method).__name__} has neither log_prob nor reconstruct, so it gives no "
+                                    "anomaly scores; score with a likelihood model (VAE, flow, PixelCNN, diffusion)")
         kind = "nll" if has_capability(method, "log_prob") else "recon"
     needed = "log_prob" if kind == "nll" else "reconstruct"
     if not has_capability(method, needed):

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..base import Method, has_capability
+from ..data import to_float
 from ..data.digits import LEVELS
 from ..data.toys import MIXTURES
 from .classes import class_coverage, stacked_modes
@@ -161,8 +162,10 @@ def evaluate(metrics: Sequence[str], *, method: Method | None, fake: Tensor | No
     method: the trained model; used to draw `len(real)` samples when `fake` is None, and for
         nll (log_prob) and recon (reconstruct). Put in eval mode for the call, then restored.
     fake: generated samples in data space, same per-sample shape as `real`.
-    real: data samples (the reference set); real_labels: their classes (digits: else the
-        digits classifier's predictions); real_test: held-out data for nll / recon (else real).
+    real: data samples (the reference set: the held-out split where the data has one, see
+        stablegen.data.load_eval_data), in data space or as stored (uint8 images 0..255 are read
+        as [-1, 1]); real_labels: their classes (digits: else the digits classifier's
+        predictions); real_test: other held-out data for nll / recon (else real).
     dataset: the data name (decides 'auto' features and which metrics apply).
     features: feature space of fid / kid / is / prdc / diversity ('auto': digits classifier on
         digit images, pixels otherwise). inception_weights: local Inception weights file
@@ -172,6 +175,8 @@ def evaluate(metrics: Sequence[str], *, method: Method | None, fake: Tensor | No
         not depend on which other metrics were asked for.
     Raises ValueError for unknown metrics or metrics that do not apply to the data / method.
     """
+    real = to_float(real)
+    real_test = to_float(real_test) if real_test is not None else None
     feat = resolve_features(features, dataset, real)
     reasons = {m: r for m in METRICS
                if (r := _why_not(m, dataset=dataset, real=real, method=method, fake=fake, features=feat))}

@@ -110,6 +110,14 @@ def _runs_table(runs: Sequence[Run], names: Sequence[str]) -> str:
     )
 
 
+def _source(run: Run, values: dict[str, float]) -> str:
+    """Where a run's eval numbers come from: eval.json (and the split it used) or the last logged values."""
+    if run.eval and isinstance(run.eval.get("metrics"), dict):
+        split = run.eval.get("split")
+        return f"eval.json ({esc(split)})" if isinstance(split, str) else "eval.json"
+    return "last logged" if values else "—"
+
+
 def _metrics_table(runs: Sequence[Run], names: Sequence[str]) -> str:
     values = [run.eval_metrics() for run in runs]
     metrics = list(dict.fromkeys(k for v in values for k in v))
@@ -128,8 +136,7 @@ def _metrics_table(runs: Sequence[Run], names: Sequence[str]) -> str:
         arrow = {-1: " ↓", 1: " ↑", 0: ""}[direction]
         rows.append(f"<tr><td>{esc(metric)}{arrow}</td>{cells}</tr>")
     source = "".join(
-        f'<td class="num">{"eval.json" if run.eval and isinstance(run.eval.get("metrics"), dict) else "last logged" if v else "—"}</td>'
-        for run, v in zip(runs, values)
+        f'<td class="num">{_source(run, v)}</td>' for run, v in zip(runs, values)
     )
     head = "".join(f'<th class="num">{name}</th>' for name in names)
     return (

@@ -284,7 +284,8 @@ def _eval_section(run: Run) -> str:
     rows = "".join(f'<tr><td>{esc(k)}</td><td class="num">{fmt_num(v)}</td></tr>' for k, v in metrics.items())
     if run.eval and isinstance(run.eval.get("metrics"), dict):
         e = run.eval
-        parts = [f"{k} = {fmt_num(e[k])}" for k in ("n", "step") if k in e]
+        parts = [f"against {esc(run.eval_against)}"] if run.eval_against else []
+        parts += [f"{k} = {fmt_num(e[k])}" for k in ("n", "step") if k in e]
         if e.get("features"):
             parts.append(f"features: {esc(str(e['features']))}")
         if "ema" in e:

@@ -155,6 +155,16 @@ class Run:
         keep = steps < later_min
         return Series(steps[keep], values[keep], steps[~keep], values[~keep])
 
+    @property
+    def eval_against(self) -> str:
+        """What eval.json's metrics were measured against, in words ('the test split, held out'),
+        or '' when eval.json does not say (runs from before eval.split)."""
+        split = (self.eval or {}).get("split")
+        if not isinstance(split, str):
+            return ""
+        what = "the training data" if split == "all" else f"the {split} split"
+        return f"{what}, {'held out' if self.eval.get('held_out') else 'not held out (trained on)'}"
+
     def eval_metrics(self) -> dict[str, float]:
         """Final metrics from eval.json; without it, the last logged eval/* values."""
         if self.eval and isinstance(self.eval.get("metrics"), dict):

@@ -40,7 +40,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RecipeError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
-    return torch.device(name)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError("train.device=mps but this machine has no Apple MPS device; use train.device=auto or cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise RecipeError(f"train.device={name!r} is not a device torch knows; use auto, cpu, cuda or mps") from None
 
 
 def make_optimizer(params: list, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -98,6 +103,7 @@ class Trainer:
         self.status = "running"
         self.message = ""
         self.last_eval: dict[str, float] | None = None
+        self.eval_data = None  # (reference Dataset, EvalSplit) of evaluations, loaded at the first one
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> str:
@@ -240,7 +246,7 @@ class Trainer:
         g = torch.Generator().manual_seed(1234)
         if self.real_diversity is None:
             idx = torch.randperm(len(self.data), generator=g)[:256]
-            self.real_diversity = float(mean_pairwise_distance(self.data.x[idx].flatten(1).float()))
+            self.real_diversity = float(mean_pairwise_distance(self.data.as_float(idx).flatten(1)))
         fake = self.method.monitor_sample(256, generator=g)
         return float(mean_pairwise_distance(fake.flatten(1).float().cpu())) / max(self.real_diversity, 1e-12)
 
@@ -281,10 +287,14 @@ class Trainer:
         return save_samples_png(x, self.run_dir / "samples" / f"{name}.png", ref, f"step {step}")
 
     def evaluate_into_log(self, step: int) -> dict[str, float]:
+        """The recipe's eval metrics against the held-out split (eval.split), into metrics.jsonl."""
+        from ..data import load_eval_data
         from ..evaluation import evaluate_method
 
         cfg = self.recipe.eval
-        results = evaluate_method(self.method, self.data, cfg, ema=self.ema if cfg.ema else None)
+        if self.eval_data is None:  # (reference Dataset, EvalSplit), loaded at the first eval
+            self.eval_data = load_eval_data(self.data, self.recipe.data, cfg.split)
+        results = evaluate_method(self.method, self.eval_data[0], cfg, ema=self.ema if cfg.ema else None)
         self.metrics_log.write({"step": step, "time": round(self.elapsed(), 3),
                                 **{f"eval/{k}": v for k, v in results.items()}})
         self.last_eval = results
@@ -294,6 +304,8 @@ class Trainer:
 
     def _final_eval(self) -> None:
         """The recipe's eval metrics at the end of the run: metrics.jsonl and eval.json."""
+        from ..data import resolve_eval_split
+        from ..evaluation import eval_record
         from .checkpoint import atomic_write_text
 
         cfg = self.recipe.eval
@@ -301,8 +313,8 @@ class Trainer:
             return
         done = cfg.every and self.step % cfg.every == 0  # the periodic eval of this step already ran
         results = self.last_eval if done and self.last_eval is not None else self.evaluate_into_log(self.step)
-        record = {"metrics": results, "n": cfg.n, "features": cfg.features,
-                  "ema": self.ema is not None and cfg.ema, "step": self.step}
+        record = eval_record(results, split=resolve_eval_split(self.recipe.data, cfg.split), n=cfg.n,
+                             features=cfg.features, ema=self.ema is not None and cfg.ema, step=self.step)
         atomic_write_text(self.run_dir / "eval.json", json.dumps(record, indent=1))
 
     def _agreed(self, verdict: Event | None) -> Event | None:
