@@ -28,17 +28,22 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    name: str = "digits"  # dataset: a toy, digits, stacked-digits, fashion-mnist, sines, grammar, folder, npy, idx, csv
+    name: str = "digits"  # a toy, digits, stacked-digits, fashion-mnist, sines, grammar, folder, npy, idx, csv, python
     path: str | None = None  # file or folder of user data ({split} in it: split by name); fashion-mnist: IDX folder
     batch_size: int = Field(64, ge=1)  # samples per step (per phase repeat)
     size: int | None = Field(None, ge=2)  # resize images to size x size
     labels: bool = False  # also load integer labels (class-conditional models)
     split: Literal["all", "train", "val", "test"] = "all"  # what to train on (splits: docs/data.md)
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # user data without {split}: seeded share of the rows kept for val
+    test_fraction: float = Field(0.1, ge=0, lt=1)  # user data without {split}: seeded share of the rows kept for test
+    normalize: Literal["none", "minmax", "meanstd"] = "none"  # float data per channel: min..max -> [-1, 1] or z-score
+    norm_shift: list[float] | None = None  # normalize's per-channel shift (None: fitted; a run's recipe.yaml keeps it)
+    norm_scale: list[Annotated[float, Field(gt=0)]] | None = None  # its scale: the method sees (x - shift) / scale
     n: int = Field(50_000, ge=1)  # samples drawn from a toy or synthetic distribution
     length: int = Field(32, ge=2)  # sequence length (sines, grammar, csv windows)
     stride: int = Field(1, ge=1)  # csv: step between windows
     binarize: bool = False  # images -> {-1, 1} at threshold 0 (RBMs)
-    seed: int = 0  # seed of the synthetic data itself (not of training)
+    seed: int = 0  # seed of the synthetic data itself and of the split of user data (not of training)
 
 
 class OptimConfig(Strict):

@@ -1,18 +1,22 @@
 """Data from the user's disk: image folders (PIL), .npy / .npz arrays, MNIST IDX files.
 
-Every loader fails loudly, naming the file: empty folders, unreadable or corrupt files,
-images of mixed sizes, non-finite values. Nothing is skipped silently.
+The readers return arrays as stored (numpy; a .npy memory-mapped, images uint8); the checks
+every source shares (layout, value range, labels, splits) live in own.py. Every reader fails
+loudly, naming the file: empty folders, unreadable or corrupt files, images of mixed sizes.
+Nothing is skipped silently.
 """
 
 from __future__ import annotations
 
 import gzip
+import mmap
 import struct
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -21,41 +25,45 @@ class DataError(ValueError):
     """Data that cannot be used; the message names the file and what was expected."""
 
 
-def _to_unit_range(x: np.ndarray, source: Path) -> Tensor:
-    """uint8 / [0, 1] / [-1, 1] arrays -> float32 tensor in [-1, 1]."""
-    if x.size == 0:
-        raise DataError(f"{source}: the array is empty")
-    if np.issubdtype(x.dtype, np.integer):
-        if x.min() < 0 or x.max() > 255:
-            raise DataError(f"{source}: integer images must lie in 0..255, got {x.min()}..{x.max()}")
-        return torch.from_numpy(x.astype(np.float32) / 127.5 - 1)
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum())
-        raise DataError(f"{source}: {bad} non-finite values (NaN or inf); clean the data first")
-    return torch.from_numpy(x)
+class DataNote(UserWarning):
+    """A conversion made to read the data (a layout transposed, a value range rescaled); the
+    message names the file, what was found and what it became."""
 
 
-def load_image_folder(path: str | Path, size: int | None = None, labels: bool = False) -> tuple[Tensor, Tensor | None]:
-    """All images under `path` (recursively) as (N, C, H, W) in [-1, 1].
+def note(message: str) -> None:
+    """Say what was converted (a DataNote warning: shown once per message, filterable)."""
+    warnings.warn(message, DataNote, stacklevel=3)
 
-    With labels=True each immediate sub-folder is a class (sorted names -> 0..K-1).
-    Images must share one size unless `size` resizes them; grey images stay 1 channel,
-    colour images are RGB.
-    """
-    from PIL import Image, UnidentifiedImageError
 
+def image_files(path: str | Path, labels: bool = False) -> tuple[list[Path], np.ndarray | None]:
+    """The image files under `path` (recursively, sorted) and, with labels=True, their classes:
+    each immediate sub-folder is a class (sorted names -> 0..K-1)."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"image folder {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if not labels:
+        return files, None
     classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
-    if labels and not classes:
+    if not classes:
         raise DataError(f"data.labels=true needs one sub-folder per class in {root}")
-    arrays, ys, first = [], [], None
-    for p in files:
+    loose = [p for p in files if len(p.relative_to(root).parts) == 1]
+    if loose:
+        raise DataError(f"{loose[0]}: an image outside the class sub-folders of {root} has no label; move it "
+                        f"into a class folder or set data.labels=false")
+    return files, np.array([classes.index(p.relative_to(root).parts[0]) for p in files], dtype=np.int64)
+
+
+def read_images(files: list[Path], size: int | None = None) -> np.ndarray:
+    """The images as uint8 (N, C, H, W), 0..255 as stored (a quarter of float32), read into one
+    preallocated array. Grey images stay 1 channel, colour images are RGB (alpha dropped). They
+    must share one size unless `size` resizes them (bilinear)."""
+    from PIL import Image, UnidentifiedImageError
+
+    out, first = None, None
+    for i, p in enumerate(files):
         try:
             with Image.open(p) as im:
                 im.load()
@@ -65,75 +73,61 @@ def load_image_folder(path: str | Path, size: int | None = None, labels: bool = 
                 a = np.asarray(im, dtype=np.uint8)
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{p}: not a readable image ({e})") from None
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        if first is None:
-            first = (a.shape, p)
-        elif a.shape != first[0]:
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, H, W)
+        if out is None:
+            out, first = np.empty((len(files), *a.shape), dtype=np.uint8), p
+        elif a.shape != out.shape[1:]:
+            want = out.shape[1:]
             raise DataError(f"{p}: image of shape {a.shape[1:]} x {a.shape[0]} channels differs from "
-                            f"{first[1]} ({first[0][1:]} x {first[0][0]}); set data.size to resize all")
-        arrays.append(a)
-        if labels:
-            ys.append(classes.index(p.relative_to(root).parts[0]))
-    x = _to_unit_range(np.stack(arrays), root)
-    return x, (torch.tensor(ys) if labels else None)
+                            f"{first} ({want[1:]} x {want[0]}); set data.size to resize all")
+        out[i] = a
+    return out
 
 
-def load_array(path: str | Path, labels: bool = False) -> tuple[Tensor, Tensor | None]:
-    """A .npy array, or an .npz with key `x` (and `y` for labels). Images (N, C, H, W) or
-    (N, H, W), vectors (N, D). Integer arrays are read as 0..255 images."""
+def read_array(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y) of a .npy (y None) or an .npz: x is the array named `x`, else the first array (with
+    a note); y the array named `y` when there is one. A .npy is memory-mapped (copy-on-write):
+    only the rows used are read, so a file larger than memory works. Pickled objects are never
+    loaded."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"array file {p} does not exist")
     try:
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
-                if "x" not in z:
-                    raise DataError(f"{p}: an .npz needs an array named 'x' (found {', '.join(z.files) or 'none'})")
-                x = z["x"]
-                y = z["y"] if "y" in z else None
-        else:
-            x, y = np.load(p, allow_pickle=False), None
-    except (ValueError, OSError, EOFError) as e:
-        if isinstance(e, DataError):
-            raise
+                if not z.files:
+                    raise DataError(f"{p}: the .npz holds no arrays")
+                key = "x" if "x" in z.files else next((k for k in z.files if k != "y"), None)
+                if key is None:
+                    raise DataError(f"{p}: the .npz holds only labels 'y'; put the samples in an array named 'x'")
+                if key != "x":
+                    note(f"{p}: no array named 'x'; read the first array, {key!r} (of {', '.join(z.files)})")
+                return z[key], (z["y"] if "y" in z.files else None)
+        try:
+            x = np.load(p, mmap_mode="c", allow_pickle=False)
+        except ValueError:  # cannot be mapped (e.g. object dtype): the plain read says why
+            return np.load(p, allow_pickle=False), None
+        if hasattr(getattr(x, "_mmap", None), "madvise"):  # batches read random rows: no read-ahead
+            x._mmap.madvise(mmap.MADV_RANDOM)
+        return x, None
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{p}: not a readable .npy/.npz array ({e})") from None
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim not in (2, 4):
-        raise DataError(f"{p}: expected (N, D) vectors or (N, [C,] H, W) images, got shape {x.shape}")
-    if labels and y is None:
-        raise DataError(f"data.labels=true needs an array 'y' in {p} (an .npz with x and y)")
-    data = _to_unit_range(x, p) if x.ndim == 4 else _finite_float(x, p)
-    ys = None
-    if labels:
-        if len(y) != len(x):
-            raise DataError(f"{p}: {len(y)} labels for {len(x)} samples")
-        ys = torch.from_numpy(np.asarray(y).astype(np.int64))
-    return data, ys
 
 
-def _finite_float(x: np.ndarray, source: Path) -> Tensor:
-    if x.size == 0:
-        raise DataError(f"{source}: the array is empty")
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise DataError(f"{source}: {int((~np.isfinite(x)).sum())} non-finite values (NaN or inf)")
-    return torch.from_numpy(x)
-
-
-def load_idx(path: str | Path, labels_path: str | Path | None = None) -> tuple[Tensor, Tensor | None]:
-    """MNIST IDX files (optionally .gz): images (N, 1, H, W) in [-1, 1] and labels."""
+def read_idx_images(path: str | Path, labels_path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """MNIST IDX files (optionally .gz): images uint8 (N, 1, H, W) as stored and int64 labels (N,)."""
     x = read_idx(Path(path))
     if x.ndim != 3:
         raise DataError(f"{path}: an IDX image file holds (N, H, W), got {x.ndim} dimensions")
-    images = _to_unit_range(x[:, None].astype(np.uint8), Path(path))
-    ys = None
+    y = None
     if labels_path is not None:
         y = read_idx(Path(labels_path))
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"{labels_path}: expected {len(x)} labels, got shape {y.shape}")
-        ys = torch.from_numpy(y.astype(np.int64))
-    return images, ys
+        y = y.astype(np.int64)
+    return x[:, None], y
 
 
 def _idx_body_bytes(p: Path, header: int) -> int | None:

@@ -118,9 +118,21 @@ def load_csv_windows(path: str | Path, length: int, stride: int = 1) -> Tensor:
     finite number; anything else raises ValueError naming the file, row (1-based, as an
     editor counts lines) and column. Windows start every `stride` rows.
     """
-    p = Path(path)
     if length < 1 or stride < 1:
         raise DataError(f"window length and stride must be >= 1, got length={length}, stride={stride}")
+    return windows(read_csv_series(path), length, stride, path)
+
+
+def windows(series: Tensor, length: int, stride: int, source: str | Path) -> Tensor:
+    """Windows (n, T, D) of a series (rows, D), starting every `stride` rows."""
+    if len(series) < length:
+        raise DataError(f"{source}: {len(series)} data rows are fewer than the window length {length}")
+    return series.unfold(0, length, stride).transpose(1, 2).contiguous()  # (n, T, D)
+
+
+def read_csv_series(path: str | Path) -> Tensor:
+    """The series (rows, D) float32 of a CSV file (see load_csv_windows)."""
+    p = Path(path)
     try:
         with p.open(newline="") as f:
             rows = list(csv.reader(f))
@@ -153,7 +165,4 @@ def load_csv_windows(path: str | Path, length: int, stride: int = 1) -> Tensor:
                 raise DataError(f"{p}: row {line}, {name}: {cell.strip()!r} is not finite")
             parsed.append(v)
         values.append(parsed)
-    series = torch.tensor(values, dtype=torch.float32)  # (rows, D)
-    if len(series) < length:
-        raise DataError(f"{p}: {len(series)} data rows are fewer than the window length {length}")
-    return series.unfold(0, length, stride).transpose(1, 2).contiguous()  # (n, T, D)
+    return torch.tensor(values, dtype=torch.float32)  # (rows, D)
