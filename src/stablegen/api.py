@@ -103,8 +103,14 @@ def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | l
     interrupted (a checkpoint is written; resume continues exactly). on_eval(step, results)
     is called after each periodic eval (an exception it raises, such as optuna's TrialPruned,
     ends the run and propagates). Under torchrun (WORLD_SIZE > 1) every process calls this;
-    each takes its slice of the batch, and rank 0 writes the run directory.
+    each takes its slice of the batch, and rank 0 writes the run directory. When torchrun has
+    restarted the workers (--max-restarts) and `run_dir` holds a checkpoint, the run resumes.
     """
+    from .train.checkpoint import list_checkpoints
+
+    rank, world = distributed.setup()
+    if run_dir is not None and distributed.restarted() and list_checkpoints(Path(run_dir) / "checkpoints"):
+        resume = True  # a restarted worker continues the run from its newest checkpoint
     if resume:
         if run_dir is None:
             raise RecipeError("resume needs the run directory")
@@ -114,10 +120,10 @@ def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | l
         recipe_obj = load_recipe(run_dir / "recipe.yaml", overrides)
     else:
         recipe_obj = load_recipe(recipe, overrides)
-        run_dir = Path(run_dir) if run_dir else Path("runs") / f"{recipe_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(run_dir) if run_dir else distributed.from_rank_zero(  # the clock may differ per rank
+            Path("runs") / f"{recipe_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
             raise RecipeError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
-    rank, world = distributed.setup()
     _seed_and_threads(recipe_obj)
     data = load_dataset(recipe_obj.data)
     method = build_method(recipe_obj, data).to(resolve_device(recipe_obj.train.device))
@@ -130,7 +136,9 @@ def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | l
         atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe_obj))
     trainer = Trainer(method, data, recipe_obj, run_dir, rank=rank, world=world, on_eval=on_eval)
     if resume:
-        trainer.resume()
+        trainer.resume()  # on every rank, which also cuts the logs back to the checkpoint's step
+        if world > 1:  # ... before rank 0 appends to them
+            torch.distributed.barrier()
     status = trainer.fit(stop_at=stop_at)
     if report and rank == 0 and status != "interrupted":
         _write_report(run_dir)

@@ -42,6 +42,7 @@ def _run_dir(path: str) -> Path:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .api import train
+    from .train import distributed
 
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe is not None and "=" in recipe and not Path(recipe).exists():
@@ -53,7 +54,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_INPUT
         args.run_dir, recipe = recipe, None
+    rank, _ = distributed.setup()  # under torchrun only rank 0 speaks
+    if distributed.restarted():
+        note, stopped = _after_restart(args.run_dir)
+        if rank == 0:
+            print(note, file=sys.stderr)
+        if stopped:
+            return EXIT_STOPPED
     run = train(recipe, overrides, run_dir=args.run_dir, resume=args.resume)
+    code = {"finished": EXIT_OK, "stopped": EXIT_STOPPED}.get(run.status, EXIT_INTERRUPTED)
+    if rank != 0:  # done: rank 0 alone writes the final samples, eval, summary and report
+        return code
     summary = json.loads((run.run_dir / "summary.json").read_text())
     events = ", ".join(f"{k}: {v}" for k, v in summary["events"].items()) or "none"
     print(f"run {run.run_dir}: {summary['status']} after {summary['steps']} steps in "
@@ -62,7 +73,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"guard: {summary['message']}")
     if (run.run_dir / "report.html").is_file():
         print(f"report: {run.run_dir / 'report.html'}")
-    return {"finished": EXIT_OK, "stopped": EXIT_STOPPED}.get(run.status, EXIT_INTERRUPTED)
+    return code
+
+
+def _after_restart(run_dir: str | None) -> tuple[str, bool]:
+    """What a worker that torchrun restarted (--max-restarts) does with the run, and whether the
+    guard had stopped it (then it is not trained again). `train` resumes from the newest checkpoint."""
+    from .train.checkpoint import list_checkpoints
+
+    if run_dir is None:
+        return ("warning: torchrun restarted the workers and no --run-dir was given: training starts over "
+                "in a new run directory"), False
+    checkpoints = list_checkpoints(Path(run_dir) / "checkpoints")
+    if not checkpoints:
+        return f"torchrun restarted the workers: {run_dir} has no checkpoint yet, training starts over", False
+    step = int(checkpoints[-1].stem.split("-")[1])
+    summary = Path(run_dir) / "summary.json"
+    if summary.is_file() and (s := json.loads(summary.read_text()))["status"] == "stopped" and s["steps"] == step:
+        return (f"error: the guard stopped {run_dir} at step {step} ({s['message']}); "
+                "a restart does not train it again"), True
+    return f"torchrun restarted the workers: resuming {run_dir} from step {step}", False
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:

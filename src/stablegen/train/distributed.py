@@ -13,6 +13,9 @@ the same as in a single process. Buffers (batch-norm statistics) are not broadca
 training, like DDP's broadcast_buffers=False. The phase's loss travels in the same buffer, so every rank
 sees the same loss and gradient norm and the guard reaches the same verdict everywhere; the
 verdict itself is also agreed (max over ranks) before anyone rolls back or stops.
+
+When torchrun restarts the workers after a failure (--max-restarts), `restarted()` is true and
+the run continues from its newest checkpoint (api.train).
 """
 
 from __future__ import annotations
@@ -32,8 +35,27 @@ def setup() -> tuple[int, int]:
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # torchrun keeps one key-value store across worker restarts (--max-restarts), still holding
+        # the addresses the failed workers published: each attempt gets a key space of its own
+        store, rank, world = next(dist.rendezvous("env://"))
+        store = dist.PrefixStore(f"stablegen/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", store=store, rank=rank,
+                                world_size=world)
     return dist.get_rank(), dist.get_world_size()
+
+
+def restarted() -> bool:
+    """True in workers that torchrun started again after a failure (--max-restarts)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def from_rank_zero(value):
+    """Rank 0's value (any picklable object) on every rank, e.g. a run directory named by the clock."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def broadcast_state(module: nn.Module) -> None:
