@@ -20,12 +20,13 @@ import torch
 from torch import Tensor
 
 from .base import Method
-from .data import Dataset, load_dataset
+from .data import PYTHON, Dataset, dataset_from, keep_normalization, load_dataset
 from .methods import FAMILIES
 from .recipe import Recipe, RecipeError, dump_recipe, load_recipe
 from .train.checkpoint import CheckpointError, atomic_write_text, latest_checkpoint, load_checkpoint
 from .train.ema import EMA
 from .train import distributed
+from .train.lock import run_lock
 from .train.loop import Trainer, resolve_device
 
 
@@ -70,7 +71,7 @@ class Run:
         """n samples in data space, drawn with a seeded generator."""
         self.method.eval()
         with self._weights(ema):
-            return self.method.sample(n, generator=torch.Generator().manual_seed(seed), **kw).cpu()
+            return self.data.denormalize(self.method.sample(n, generator=torch.Generator().manual_seed(seed), **kw).cpu())
 
     def evaluate(self, metrics: Sequence[str] | None = None, n: int | None = None, ema: bool = True,
                  features: str | None = None, seed: int = 0, split: str | None = None) -> dict[str, float]:
@@ -95,11 +96,16 @@ def _seed_and_threads(recipe: Recipe) -> None:
 
 def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | list[str] | None = None,
           run_dir: str | Path | None = None, resume: bool = False, stop_at: int | None = None,
-          on_eval=None, report: bool = True) -> Run:
+          on_eval=None, report: bool = True, allow_changes: bool = False, data: Any = None) -> Run:
     """Train a recipe (built-in name, YAML path or dict); returns the Run.
 
     resume=True continues the run in `run_dir` from its newest checkpoint (recipe read from
-    the run, overrides applied on top). stop_at ends the run after that step as if it had been
+    the run, overrides applied on top). An override of a key other than those in
+    recipe.SAFE_ON_RESUME (train.steps, logging, eval) is refused, naming the keys, unless
+    allow_changes=True. A run directory with a recipe but no checkpoint yet (killed early)
+    starts from step 0, with a warning. One process trains in a run directory at a time
+    (train/lock.py). `data`: a tensor, array or torch Dataset to train on instead of the
+    recipe's data section (data/own.py). stop_at ends the run after that step as if it had been
     interrupted (a checkpoint is written; resume continues exactly). on_eval(step, results)
     is called after each periodic eval (an exception it raises, such as optuna's TrialPruned,
     ends the run and propagates). Under torchrun (WORLD_SIZE > 1) every process calls this;
@@ -117,33 +123,63 @@ def train(recipe: str | Path | dict | None = None, overrides: dict[str, Any] | l
         run_dir = Path(run_dir)
         if not (run_dir / "recipe.yaml").is_file():
             raise CheckpointError(f"{run_dir} is not a run directory (no recipe.yaml)")
-        recipe_obj = load_recipe(run_dir / "recipe.yaml", overrides)
+        recipe_obj = _resumed_recipe(run_dir, overrides, allow_changes)
+        if not list_checkpoints(run_dir / "checkpoints"):
+            import warnings
+
+            warnings.warn(f"{run_dir} has no checkpoint yet (the run stopped before its first one): "
+                          "training starts from step 0", stacklevel=2)
+            resume = False
     else:
         recipe_obj = load_recipe(recipe, overrides)
         run_dir = Path(run_dir) if run_dir else distributed.from_rank_zero(  # the clock may differ per rank
             Path("runs") / f"{recipe_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
             raise RecipeError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
-    _seed_and_threads(recipe_obj)
-    data = load_dataset(recipe_obj.data)
-    method = build_method(recipe_obj, data).to(resolve_device(recipe_obj.train.device))
-    if world > 1:
-        distributed.broadcast_state(method)
-        torch.manual_seed(recipe_obj.train.seed + rank)  # each rank draws its own noise
-    accelerate(method, recipe_obj)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe_obj))
-    trainer = Trainer(method, data, recipe_obj, run_dir, rank=rank, world=world, on_eval=on_eval)
-    if resume:
-        trainer.resume()  # on every rank, which also cuts the logs back to the checkpoint's step
-        if world > 1:  # ... before rank 0 appends to them
-            torch.distributed.barrier()
-    status = trainer.fit(stop_at=stop_at)
-    if report and rank == 0 and status != "interrupted":
-        _write_report(run_dir)
+    with run_lock(run_dir) if rank == 0 else nullcontext():  # a second process on this run is refused
+        _seed_and_threads(recipe_obj)
+        if data is not None:  # from Python: the run says so, and open_run asks for the data again
+            recipe_obj = recipe_obj.model_copy(update={"data": recipe_obj.data.model_copy(
+                update={"name": PYTHON, "path": None})})
+        data = load_dataset(recipe_obj.data) if data is None else dataset_from(data, recipe_obj.data)
+        recipe_obj = recipe_obj.model_copy(update={"data": keep_normalization(recipe_obj.data, data)})
+        method = build_method(recipe_obj, data).to(resolve_device(recipe_obj.train.device))
+        if world > 1:
+            distributed.broadcast_state(method)
+            torch.manual_seed(recipe_obj.train.seed + rank)  # each rank draws its own noise
+        accelerate(method, recipe_obj)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe_obj))
+            if not resume:  # from step 0: the logs of an attempt that stopped before its first checkpoint go
+                for name in ("metrics.jsonl", "events.jsonl", "summary.json", "eval.json"):
+                    (run_dir / name).unlink(missing_ok=True)
+        trainer = Trainer(method, data, recipe_obj, run_dir, rank=rank, world=world, on_eval=on_eval)
+        if resume:
+            step = trainer.resume()  # rank 0 also cuts the logs back to the checkpoint's step
+            if world > 1:  # the checkpoint holds rank 0's noise stream: each rank gets its own again
+                torch.manual_seed(recipe_obj.train.seed + rank + 1_000_003 * step)
+                torch.distributed.barrier()  # the logs are cut before rank 0 appends to them
+        status = trainer.fit(stop_at=stop_at)
+        if report and rank == 0 and status != "interrupted":
+            _write_report(run_dir)
     ema_state = trainer.ema.state_dict() if trainer.ema is not None else None
     return Run(run_dir, recipe_obj, data, method, ema_state, status)
+
+
+def _resumed_recipe(run_dir: Path, overrides, allow_changes: bool) -> Recipe:
+    """The run's recipe with `overrides` on top; changes that would make the resumed run differ
+    from the one it continues are refused unless allowed."""
+    from .recipe import unsafe_changes
+
+    stored = load_recipe(run_dir / "recipe.yaml")
+    resumed = load_recipe(run_dir / "recipe.yaml", overrides)
+    changed = unsafe_changes(stored, resumed)
+    if changed and not allow_changes:
+        raise RecipeError(f"--resume with a changed recipe: {', '.join(changed)} differ from {run_dir / 'recipe.yaml'}; "
+                          "only train.steps, logging, checkpoint and eval keys may change mid-run "
+                          "(pass --allow-changes to resume anyway)")
+    return resumed
 
 
 def accelerate(method: Method, recipe: Recipe) -> None:
@@ -170,14 +206,18 @@ def _write_report(run_dir: Path) -> None:
         warnings.warn(f"could not write {run_dir / 'report.html'}: {e}")
 
 
-def open_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> Run:
-    """Rebuild a run's method from recipe.yaml and its newest (or given) checkpoint."""
+def open_run(run_dir: str | Path, checkpoint: str | Path | None = None, data: Any = None) -> Run:
+    """Rebuild a run's method from recipe.yaml and its newest (or given) checkpoint; `data`:
+    the tensor / array / Dataset of a run trained on data given from Python."""
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no recipe.yaml)")
     recipe = load_recipe(run_dir / "recipe.yaml")
     seed_everything(recipe.train.seed, False)
-    data = load_dataset(recipe.data)
+    if data is None and recipe.data.name == PYTHON:
+        raise RecipeError(f"{run_dir} was trained on data given from Python: pass it again, "
+                          "open_run(run_dir, data=...)")
+    data = load_dataset(recipe.data) if data is None else dataset_from(data, recipe.data)
     method = build_method(recipe, data)
     path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir / "checkpoints")
     tensors, meta = load_checkpoint(path)

@@ -61,7 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
         if stopped:
             return EXIT_STOPPED
-    run = train(recipe, overrides, run_dir=args.run_dir, resume=args.resume)
+    run = train(recipe, overrides, run_dir=args.run_dir, resume=args.resume, allow_changes=args.allow_changes)
     code = {"finished": EXIT_OK, "stopped": EXIT_STOPPED}.get(run.status, EXIT_INTERRUPTED)
     if rank != 0:  # done: rank 0 alone writes the final samples, eval, summary and report
         return code
@@ -139,7 +139,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         np.save(buf, x.float().numpy())
         atomic_write_bytes(out, buf.getvalue())
     else:
-        save_samples_png(x, out, run.data.x[:2000] if run.data.info.kind == "vector" else None)
+        vec = run.data.info.kind == "vector"  # grids draw in the model's space
+        save_samples_png(x if vec else run.data.normalize(x), out,
+                         run.data.denormalize(run.data.x[:2000]) if vec else None)
     print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
     return EXIT_OK
 
@@ -230,10 +232,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if Path(args.data).exists():
         kind = ("npy" if args.data.endswith((".npy", ".npz")) else "csv" if args.data.endswith(".csv")
                 else "idx" if "idx" in Path(args.data).name else "folder")
-        cfg = run.recipe.data.model_copy(update={"name": kind, "path": args.data, "labels": False, "batch_size": 1})
+        cfg = run.recipe.data.model_copy(update={"name": kind, "path": args.data, "labels": False, "batch_size": 1,
+                                                 "split": "all"})
     else:
         cfg = run.recipe.data.model_copy(update={"name": args.data, "batch_size": 1})
-    x = load_dataset(cfg).as_float()
+    x = load_dataset(cfg, norm=run.data.norm).as_float()
     want = tuple(run.data.info.shape)
     if tuple(x.shape[1:]) != want:
         raise DataError(f"{args.data}: samples of shape {tuple(x.shape[1:])}, but the run was trained on samples "
@@ -261,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=500")
     t.add_argument("--run-dir", help="run directory (default runs/<name>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    t.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: accept overrides of keys other than train.steps, logging and eval")
     t.set_defaults(func=_cmd_train)
 
     r = sub.add_parser("recipes", help="list the built-in recipes")

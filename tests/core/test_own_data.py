@@ -211,3 +211,21 @@ def test_a_torch_dataset_gets_the_same_checks_and_seeded_splits():
         dataset_from(object(), DataConfig())
     with pytest.raises(DataError, match="data.name=python"):
         load_dataset(DataConfig(name="python"))
+
+
+def test_training_on_a_tensor_from_python_samples_in_its_units(tmp_path):
+    """sg.train(..., data=tensor) with data.normalize: the run records the data as given from
+    Python and its statistics; samples come back in the data's own units."""
+    import stablegen as sg
+
+    x = torch.randn(256, 2) * 50 + 300  # raw units, far outside [-1, 1]
+    over = {"train.steps": 5, "train.progress": False, "train.sample_every": 0, "train.threads": 1,
+            "eval.metrics": [], "data.normalize": "meanstd", "data.batch_size": 32}
+    run = sg.train("gan-ring8", over, run_dir=tmp_path / "r", data=x, report=False)
+    assert run.recipe.data.name == "python" and run.recipe.data.norm_shift is not None
+    s = run.sample(500, seed=0, truncate=False)
+    assert 200 < s.mean() < 400  # un-normalized: around the data's mean of 300, not 0
+    with pytest.raises(sg.RecipeError, match="data given from Python"):
+        sg.open_run(tmp_path / "r")
+    again = sg.open_run(tmp_path / "r", data=x)
+    assert torch.equal(again.sample(50, seed=1, truncate=False), run.sample(50, seed=1, truncate=False))

@@ -433,8 +433,9 @@ class Trainer:
             raise RecipeError(f"checkpoint {path} does not fit this recipe's model ({e})") from None
         self.guard.load_state_dict(meta["guard"])
         self.elapsed_before = float(meta.get("elapsed", 0.0))
-        for log in ("metrics.jsonl", "events.jsonl"):
-            JsonlLog.truncate(self.run_dir / log, self.step)
+        if self.is_main:  # the other ranks never write the logs
+            for log in ("metrics.jsonl", "events.jsonl"):
+                JsonlLog.truncate(self.run_dir / log, self.step)
         self._take_snapshot()
         return self.step
 
