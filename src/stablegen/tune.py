@@ -50,7 +50,7 @@ RESULTS: dict[str, tuple[str, Direction | None]] = {
     "fid": ("fid", "minimize"), "kid": ("kid", "minimize"), "is": ("is", "maximize"),
     "precision": ("prdc", "maximize"), "recall": ("prdc", "maximize"), "density": ("prdc", "maximize"),
     "coverage": ("prdc", "maximize"), "modes": ("modes", "maximize"), "hq": ("modes", "maximize"),
-    "reverse_kl": ("modes", "minimize"), "class_coverage": ("classes", "maximize"),
+    "spread": ("modes", None), "reverse_kl": ("modes", "minimize"), "class_coverage": ("classes", "maximize"),
     "class_kl": ("classes", "minimize"), "classes_covered": ("classes", "maximize"),
     "stacked_modes": ("stacked_modes", "maximize"), "stacked_kl": ("stacked_modes", "minimize"),
     "nll": ("nll", "minimize"), "bpd": ("nll", "minimize"), "recon": ("recon", "minimize"),

@@ -75,7 +75,7 @@ def test_ring8_from_a_perfect_sampler():
     method.train()
     out = evaluate(["modes", "prdc", "fid", "kid", "diversity"], method=method, fake=None, real=_ring(1),
                    dataset="ring8")
-    assert set(out) == {"modes", "hq", "reverse_kl", "precision", "recall", "density", "coverage",
+    assert set(out) == {"modes", "hq", "spread", "reverse_kl", "precision", "recall", "density", "coverage",
                         "fid", "kid", "kid_std", "diversity"}
     assert all(type(v) is float for v in out.values())
     # sampled in batches of 500, in eval mode; train mode restored afterwards

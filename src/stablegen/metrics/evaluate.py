@@ -8,8 +8,8 @@ Metric names and the keys they return:
     kid            kid, kid_std                          kernel (MMD) distance, mean/std over subsets
     is             is, is_std                            Inception score (classifier features only)
     prdc           precision, recall, density, coverage  k = 5
-    modes          modes, hq, reverse_kl                 ring8 / grid25 only
-    classes        class_coverage, class_kl, classes_covered, class_share_<c>   digits only
+    modes          modes, hq, spread, reverse_kl         ring8 / grid25 only
+    classes        class_coverage, class_kl, classes_covered, class_share_<c>   digits, fashion-mnist
     stacked_modes  stacked_modes, stacked_kl             stacked-digits only
     nll            nll (+ bpd for images)                methods with log_prob
     recon          recon                                 methods with reconstruct
