@@ -71,9 +71,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{summary['wall_time']:.0f}s; guard events: {events}")
     if summary["message"]:
         print(f"guard: {summary['message']}")
+    _print_final_eval(run.run_dir)
+    for problem in summary.get("problems", []):  # visible, though the training itself succeeded
+        print(f"warning: {problem}", file=sys.stderr)
     if (run.run_dir / "report.html").is_file():
         print(f"report: {run.run_dir / 'report.html'}")
     return code
+
+
+def _print_final_eval(run_dir: Path) -> None:
+    """The end-of-run evaluation (eval.json) as a small table, with the data it compared with."""
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text())
+    results = record.get("metrics") or {}
+    if not results:
+        return
+    split = record.get("split")
+    against = f" against the {split} split" + ("" if record.get("held_out", True) else " (trained on)") if split else ""
+    print(f"final eval{against}, {record.get('n')} samples, {'EMA' if record.get('ema') else 'raw'} weights:")
+    width = max(len(k) for k in results)
+    for k, v in results.items():
+        print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, (int, float)) else f"  {k:<{width}}  {v}")
 
 
 def _after_restart(run_dir: str | None) -> tuple[str, bool]:

@@ -18,7 +18,9 @@ def test_recipes_lists_builtins(capsys):
 def test_train_sample_eval(tmp_path, capsys):
     run = tmp_path / "r"
     assert main(["train", "gan-ring8", "--run-dir", str(run), *FAST]) == 0
-    assert "finished after 20 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "finished after 20 steps" in out
+    assert "final eval against the test split" in out and "spread" in out  # the end-of-run eval, printed
     assert main(["sample", str(run), "-n", "100", "-o", str(tmp_path / "x.npy"), "--seed", "1"]) == 0
     x = np.load(tmp_path / "x.npy")
     assert x.shape == (100, 2) and x.dtype == np.float32
@@ -32,7 +34,7 @@ def test_train_sample_eval(tmp_path, capsys):
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["eval", str(run), "--metrics", "modes", "--n", "500"]) == 0
     record = json.loads((run / "eval.json").read_text())
-    assert set(record["metrics"]) == {"modes", "hq", "reverse_kl"} and record["n"] == 500
+    assert set(record["metrics"]) == {"modes", "hq", "spread", "reverse_kl"} and record["n"] == 500
 
 
 def test_resume_from_the_command_line(tmp_path, capsys):

@@ -469,17 +469,36 @@ class Trainer:
         return tqdm(total=self.recipe.train.steps, initial=self.step, desc=self.recipe.name,
                     unit="step", dynamic_ncols=True, mininterval=1.0)
 
+    def _stages_bar(self, total: int, first: str):
+        """A bar over the end-of-run work (final samples, final eval), which can take minutes."""
+        if not (self.recipe.train.progress and self.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=first, unit="stage", dynamic_ncols=True, mininterval=0.0,
+                    bar_format="{desc} ({n}/{total} done, {elapsed})")
+
     def _finish(self) -> None:
         if not self.is_main:
             return
         self.save_checkpoint()
         problems = []
         if self.status != "interrupted":
-            for what, work in (("final samples", lambda: self.save_samples("final")), ("final eval", self._final_eval)):
+            stages = [("final samples", lambda: self.save_samples("final"))]
+            if self.recipe.eval.metrics:
+                stages.append(("final eval", self._final_eval))
+            bar = self._stages_bar(len(stages), stages[0][0])
+            for what, work in stages:
+                if bar is not None:
+                    bar.set_description_str(what)
                 try:
                     work()
                 except (ValueError, RuntimeError) as e:  # e.g. non-finite samples after a guard stop
                     problems.append(f"{what} failed: {e}")
+                if bar is not None:
+                    bar.update()
+            if bar is not None:
+                bar.close()
         summary = {"status": self.status, "steps": self.step, "wall_time": round(self.elapsed(), 2),
                    "events": self.guard.summary(), "rollbacks": self.guard.rollbacks, "message": self.message,
                    "capabilities": [c for c in ("log_prob", "reconstruct", "health") if has_capability(self.method, c)],
