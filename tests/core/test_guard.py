@@ -566,8 +566,11 @@ def test_posterior_collapse_on_a_vae_whose_kl_weight_crushes_the_latent(tmp_path
 
 # ---- torture: recipes made unstable on purpose ---------------------------------------------
 # Each case runs a plain loop (as tutorials write it: no checks) and stablegen on the same
-# start. Runs are deterministic (fixed seeds, deterministic kernels on CPU), so the figures a
-# test compares are exact; the margins below say how far the measured values sit from them.
+# start. A run repeats exactly on one machine (fixed seeds, deterministic kernels), but another
+# CPU, vector width or thread count rounds differently and a GAN amplifies that over hundreds of
+# steps. So the short cases assert what their construction fixes, and the long ones (x30, no
+# normalization) assert outcomes, with bounds measured over training seeds 0-14 at
+# OMP_NUM_THREADS 1 and 2 with AVX-512 and AVX2 kernels; each comment says the margin.
 def _gan(tmp_path, overrides, recipe="gan-ring8"):
     recipe = load_recipe(recipe, {"train.progress": False, "train.sample_every": 0, "train.checkpoint_every": 0,
                                   "model.width": 32, "data.batch_size": 64, "data.n": 2048, **overrides})
@@ -682,9 +685,11 @@ def test_fp16_minibatch_stddev_trains_without_loss_scaling(tmp_path):
 
 
 def test_torture_learning_rate_x30(tmp_path):
-    """gan-ring8 at 30x its learning rates. The plain loop and stablegen's trainer without the
-    guard collapse; with it, loss spikes roll back and halve the rates until training holds.
-    The guard's window and warm-up are scaled to this 1,000-step run (20 steps, from step 0)."""
+    """gan-ring8 at 30x its learning rates. The plain loop collapses; with the guard, spikes of the
+    loss or the gradient norm roll back and halve the rates until training holds. Stablegen's
+    trainer without the guard collapses on some seeds and not on others, so the guard is held
+    to lose nothing against it. The guard's window and warm-up are scaled to this 1,000-step run
+    (20 steps, from step 0)."""
     lr = {"optim.d.lr": 30 * 2e-3, "optim.g.lr": 30 * 1e-3}
     over = {"train.steps": 1000, "guard.window": 20, "guard.spike_after": 0, **lr}
     recipe, data, method = _gan(tmp_path, over)
@@ -693,30 +698,43 @@ def test_torture_learning_rate_x30(tmp_path):
     Trainer(unguarded, data, unguarded_recipe, tmp_path / "off").fit()
     t = Trainer(method, data, recipe, tmp_path / "on")
     assert t.fit() == "finished" and _finite(method)
-    rollbacks = [e for e in t.guard.events if e.action == "rollback"]
-    assert rollbacks and all(e.detector == "loss_spike" for e in rollbacks)
-    assert rollbacks[-1].evidence["lr_scale"] < 1 and "rolled back to step" in rollbacks[-1].message
-    # measured: plain loop 0 modes (0 % HQ), unguarded trainer 2 modes (0.5 %), guarded 8 modes (45 %)
+    # which detector fires (loss_spike, grad_explosion) and when depends on the rounding; the
+    # rollbacks carried out are those with a destination (of two asked at one step, one is)
+    done = [e for e in t.guard.events if "to_step" in e.evidence]
+    assert done and t.guard.lr_scale < 1 and "rolled back to step" in done[-1].message
     (plain_modes, plain_hq), (off_modes, _), (on_modes, on_hq) = map(_modes, (plain, unguarded, method))
-    assert plain_modes <= 2 and off_modes <= 4 and on_modes >= 7 and on_hq > 10 * max(plain_hq, 0.01)
+    # measured over 21 runs: plain loop 0-1 modes, <= 0.1 % HQ; guarded 6-8 modes, 2.3-46 % HQ;
+    # unguarded 0-7 modes, never more than the guarded run. Bounds: a mode, or 2x the HQ, beyond these.
+    assert plain_modes <= 2 and plain_hq < 0.005
+    assert on_modes >= 5 and on_hq > 0.01
+    assert on_modes >= off_modes - 1
 
 
 def test_torture_no_normalization(tmp_path):
-    """ring8 in raw units (x 100) and no standardization: the critic separates real from fake
-    from the first check and the generator never spreads out. The plain loop collapses;
-    stablegen finishes with finite weights and says why, naming the remedy, which works."""
+    """ring8 in raw units (x 100) and no standardization: the critic separates real from fake at
+    the first check and the generator rarely spreads out. The plain loop collapses; stablegen
+    ends with finite weights and says why, naming the remedy, which works. The saturation
+    window is one check (50 steps): at step 50 the fakes still sit near the origin, 100x inside
+    the ring, and every raw-unit run measured read 100 % critic accuracy there (the standardized
+    runs 62-93 %, under the 99 % threshold); later checks swing as the critic's huge inputs
+    shake it, so a 200-step window saw the run saturated throughout on 3 runs of 12."""
     x = load_dataset(load_recipe("gan-ring8", {"data.n": 2048}).data).x * 100  # (2048, 2)
     np.save(tmp_path / "raw.npy", x.numpy())
-    raw = {"train.steps": 1500, "data.name": "npy", "data.path": str(tmp_path / "raw.npy")}
+    raw = {"train.steps": 1500, "data.name": "npy", "data.path": str(tmp_path / "raw.npy"),
+           "guard.saturation_steps": 50}
     recipe, data, method = _gan(tmp_path, raw)
     plain = _plain_loop(copy.deepcopy(method), data, 1500, 2e-4)
     t = Trainer(method, data, recipe, tmp_path / "raw")
-    assert t.fit() == "finished" and _finite(method)
-    said = {e.detector: e for e in t.guard.events}
-    assert said["d_saturation"].action == "warn" and "model.standardize" in said["d_saturation"].message
-    assert said["mode_collapse"].action == "warn" and "has not spread out" in said["mode_collapse"].message
+    # rolling back over and over, some runs spend gan-ring8's budget of 8 and stop with a diagnosis
+    assert t.fit() in ("finished", "stopped") and _finite(method)
+    said = next(e for e in t.guard.events if e.detector == "d_saturation")
+    assert (said.step, said.action) == (50, "warn") and "model.standardize" in said.message
     fixed_recipe, _, fixed = _gan(tmp_path, {**raw, "model.standardize": True})
-    Trainer(fixed, data, fixed_recipe, tmp_path / "standardized").fit()
-    # measured: plain loop 2 modes (3.7 % HQ), stablegen on raw units 1 mode (5.4 %), standardized 8 (30 %)
-    (plain_modes, _), (raw_modes, _), (fixed_modes, _) = (_modes(m, scale=100.0) for m in (plain, method, fixed))
-    assert plain_modes <= 3 and raw_modes <= 3 and fixed_modes == 8
+    standardized = Trainer(fixed, data, fixed_recipe, tmp_path / "standardized")
+    assert standardized.fit() == "finished"
+    assert not [e for e in standardized.guard.events if e.detector == "d_saturation"]
+    (plain_modes, _), (_, raw_hq), (fixed_modes, fixed_hq) = (_modes(m, scale=100.0) for m in (plain, method, fixed))
+    # measured over 21 runs: plain loop 0-2 modes; raw units 0-1 modes (4-5 on one seed, spread
+    # off the modes), <= 6.7 % HQ; standardized 7-8 modes (6 on a 2-core AMD EPYC), 16-36 % HQ.
+    # Bounds: a mode beyond these, and 10 % HQ between raw (1.5x under it) and standardized (1.6x over).
+    assert plain_modes <= 3 and fixed_modes >= 5 and raw_hq < 0.1 < fixed_hq
