@@ -1,6 +1,7 @@
 """Kill training with SIGKILL at random moments, resume, and compare with an uninterrupted run.
 
-    python benchmarks/kill_resume.py --kills 50 --out benchmarks/results/kill_resume.json
+    python benchmarks/kill_resume.py --kills 60 --out benchmarks/results/kill_resume.json
+    python benchmarks/kill_resume.py --kills 60 --steps 300 --out benchmarks/results/kill_resume-300.json
 
 One `stablegen train` runs to the end. Another, on the same recipe and seed, is started and
 killed (SIGKILL: no handler runs, nothing is flushed) after a random delay, then started again
@@ -26,14 +27,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-RECIPE = ["gan-ring8", "train.steps=300", "train.checkpoint_every=5", "train.keep_checkpoints=2",
+RECIPE = ["gan-ring8", "train.checkpoint_every=5", "train.keep_checkpoints=2",
           "train.sample_every=0", "train.progress=false", "train.threads=1", "train.ema=0.9", "data.n=1024",
           "eval.metrics=[]"]
 
 
-def _train(run_dir: Path, resume: bool) -> subprocess.Popen:
+def _train(run_dir: Path, resume: bool, steps: int) -> subprocess.Popen:
     args = ["train", "--run-dir", str(run_dir), "--resume", "train.threads=1"] if resume else \
-        ["train", *RECIPE, "--run-dir", str(run_dir)]
+        ["train", *RECIPE, f"train.steps={steps}", "--run-dir", str(run_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "stablegen", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -44,16 +45,16 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(newest)).items() if k.startswith(("model.", "ema."))}
 
 
-def kill_and_resume(workdir: Path, kills: int, max_delay: float, seed: int) -> dict:
+def kill_and_resume(workdir: Path, kills: int, max_delay: float, seed: int, steps: int) -> dict:
     rng = random.Random(seed)
     full = workdir / "full"
-    done = _train(full, resume=False)
+    done = _train(full, resume=False, steps=steps)
     if done.wait() != 0:
         raise RuntimeError(f"the uninterrupted run failed: {done.stderr.read()}")
     run_dir, killed, in_write, restarts = workdir / "killed", 0, 0, 0
     while True:
         started = (run_dir / "recipe.yaml").is_file()
-        proc = _train(run_dir, resume=started)
+        proc = _train(run_dir, resume=started, steps=steps)
         restarts += 1
         if killed < kills:
             try:
@@ -81,12 +82,14 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--max-delay", type=float, default=6.0, help="seconds; each kill waits uniform(0.2, this)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=1000, help="training steps of the run (gan-ring8)")
     p.add_argument("--out", help="JSON result file")
     args = p.parse_args()
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        result = kill_and_resume(Path(tmp), args.kills, args.max_delay, args.seed)
-    result.update({"seconds": round(time.time() - t0, 1), "recipe": RECIPE, "seed": args.seed,
+        result = kill_and_resume(Path(tmp), args.kills, args.max_delay, args.seed, args.steps)
+    result.update({"seconds": round(time.time() - t0, 1), "recipe": [*RECIPE, f"train.steps={args.steps}"],
+                   "seed": args.seed,
                    "max_delay": args.max_delay, "command": " ".join(["python", *sys.argv])})
     print(json.dumps(result, indent=1))
     if args.out:
