@@ -279,3 +279,27 @@ def test_a_short_dcgan_run_samples_no_worse_with_its_ema(tmp_path):
     run = sg.train("dcgan-digits", over, run_dir=tmp_path / "warm", report=False)
     ema, raw = (run.evaluate(["fid"], ema=e, n=1000)["fid"] for e in (True, False))
     assert ema <= 1.25 * raw
+
+
+def test_a_spike_between_two_log_lines_is_logged_as_the_max_since_the_last_line(tmp_path):
+    from stablegen.api import build_method
+    from stablegen.data import load_dataset
+    from stablegen.recipe import load_recipe
+    from stablegen.train.loop import Trainer
+
+    recipe = load_recipe("vae-digits", tiny({"train.steps": 20, "guard.enabled": False, "eval.metrics": []}))
+    data = load_dataset(recipe.data)
+    method = build_method(recipe, data)
+    phase = method.phases()[0]
+    plain = phase.loss
+
+    def spiky(batch, step):  # step 13 alone: between the lines of steps 10 and 20
+        loss, logs = plain(batch, step)
+        return (loss * 1000 if step == 13 else loss), logs
+
+    phase.loss = spiky
+    method.phases = lambda: [phase]
+    Trainer(method, data, recipe, tmp_path).fit()
+    lines = {r["step"]: r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())}
+    assert lines[20]["loss/main.max"] > 100 * lines[20]["loss/main"]  # the spike shows in its line
+    assert lines[10]["loss/main.max"] < 10 * lines[10]["loss/main"]  # and only there

@@ -97,6 +97,7 @@ class Trainer:
         self.started = time.time()
         self.elapsed_before = 0.0
         self.last: dict[str, Tensor] = {}
+        self.peaks: dict[str, Tensor] = {}  # loss and gradient-norm maxima since the last log line
         self.real_diversity: float | None = None
         self.class_reader = None  # (reader, classes) of metrics/coverage.py, False when there is none
         self.quality_reader = None  # the high-quality share of samples, where it can be read
@@ -180,6 +181,9 @@ class Trainer:
             self.scheds[phase.name].step()
             self.last[f"loss/{phase.name}"] = loss.detach()
             self.last[f"grad_norm/{phase.name}"] = norm.detach()
+            for key in (f"loss/{phase.name}", f"grad_norm/{phase.name}"):  # a spike between two log lines
+                value, peak = self.last[key].float(), self.peaks.get(key)  # (maximum keeps a NaN: it shows too)
+                self.peaks[key] = value if peak is None else torch.maximum(peak, value)
             self.last.update({f"{phase.name}/{k}": v for k, v in logs.items()})
         self.method.on_step_end(step, self.last)
         if self.ema is not None:
@@ -226,8 +230,10 @@ class Trainer:
 
     def _log(self, step: int) -> None:
         record = {"step": step, "time": round(self.elapsed(), 3)}
-        values = torch.stack([v.float() for v in self.last.values()]).tolist() if self.last else []
-        record.update(zip(self.last.keys(), values))
+        logged = {**self.last, **{f"{k}.max": v for k, v in self.peaks.items()}}  # .max: since the last line
+        values = torch.stack([v.float() for v in logged.values()]).tolist() if logged else []  # one host sync
+        record.update(zip(logged.keys(), values))
+        self.peaks = {}
         for name, sched in self.scheds.items():
             record[f"lr/{name}"] = sched.get_last_lr()[0]
         record.update({f"health/{k}": v for k, v in self.method.health().items()})
