@@ -73,3 +73,10 @@ def test_metric_table_names_each_runs_eval_split(make_run, tmp_path):
     (a / "eval.json").write_text(json.dumps({**ev, "split": "test", "held_out": True}))
     html = write_compare([a, b], tmp_path / "cmp.html").read_text(encoding="utf-8")
     assert '<td class="num">eval.json (test)</td><td class="num">eval.json</td>' in html
+
+
+def test_no_best_is_marked_across_runs_on_different_data(make_run, tmp_path):
+    a, b = make_run("a"), make_run("b", seed=1)
+    _edit(b, lambda r: r["data"].update(name="grid25"), {"modes": 7.0})
+    html = write_compare([a, b], tmp_path / "cmp.html").read_text(encoding="utf-8")
+    assert 'class="num best"' not in html and "no best is marked" in html

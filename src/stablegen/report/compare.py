@@ -123,12 +123,15 @@ def _metrics_table(runs: Sequence[Run], names: Sequence[str]) -> str:
     metrics = list(dict.fromkeys(k for v in values for k in v))
     if not metrics:
         return '<p class="empty">None of these runs has an evaluation.</p>'
+    # a "best" only among runs measured on the same data against the same split
+    comparable = len({(run.data_name, (run.eval or {}).get("split")) for run, v in zip(runs, values) if v}) == 1
     rows = []
     for metric in metrics:
         row = [v.get(metric) for v in values]
         finite = [x for x in row if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
         direction = metric_direction(metric)
-        best = (min(finite) if direction < 0 else max(finite)) if direction and len(finite) > 1 else None
+        best = ((min(finite) if direction < 0 else max(finite)) if comparable and direction and len(finite) > 1
+                else None)
         cells = "".join(
             f'<td class="num{" best" if x is not None and x == best else ""}">{"—" if x is None else fmt_num(x)}</td>'
             for x in row
@@ -142,7 +145,9 @@ def _metrics_table(runs: Sequence[Run], names: Sequence[str]) -> str:
     return (
         f'<div class="card"><table><tr><th>metric</th>{head}</tr>{"".join(rows)}'
         f'<tr><td class="meta">source</td>{source}</tr></table>'
-        '<p class="meta">↓ lower is better, ↑ higher is better; the best of each such row is in bold.</p></div>'
+        + ('<p class="meta">↓ lower is better, ↑ higher is better; the best of each such row is in bold.</p></div>'
+           if comparable else '<p class="meta">↓ lower is better, ↑ higher is better; no best is marked: these runs '
+           'were evaluated on different data or splits, so their numbers do not compare.</p></div>')
     )
 
 
