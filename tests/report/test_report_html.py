@@ -96,3 +96,21 @@ def test_eval_table_names_the_split(make_run):
     assert "against the test split, held out" in write_report(run).read_text(encoding="utf-8")
     (run / "eval.json").write_text(json.dumps({**record, "split": "all", "held_out": False}))
     assert "against the training data, not held out (trained on)" in write_report(run).read_text(encoding="utf-8")
+
+
+def test_the_header_names_the_data_actually_used(make_run):
+    """A built-in recipe trained on other data: its description (which names its own data) gives
+    way to the data the run used."""
+    import yaml
+
+    from stablegen.report import load_run
+    from stablegen.report.html import render_report
+
+    run = make_run("own")
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    description = recipe["description"]
+    assert description in render_report(load_run(run)) and "data: ring8" in render_report(load_run(run))
+    recipe["data"].update(name="npy", path="/home/me/faces.npy", split="train")
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    header = render_report(load_run(run)).split("</header>")[0]
+    assert description not in header and "data: npy faces.npy, train split" in header

@@ -150,7 +150,9 @@ def _header(run: Run) -> str:
         tiles.insert(1, tile("Model", esc(run.family), esc(run.data_name)))
     for name, value in list(run.eval_metrics().items())[:4]:
         tiles.append(tile(esc(name), fmt_num(value), "eval"))
-    subtitle = " — ".join(esc(s) for s in (run.recipe_name, run.description) if s)
+    description = run.description if run.describes_its_data else ""  # a built-in's text names its own data
+    subtitle = " — ".join(esc(s) for s in (run.recipe_name, description, f"data: {run.data_label}"
+                                             if run.data_label else "") if s)
     message = (run.summary or {}).get("message")
     hero = ""
     if run.samples:

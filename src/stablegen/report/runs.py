@@ -90,6 +90,32 @@ class Run:
         return str(data.get("name", "")) if isinstance(data, dict) else ""
 
     @property
+    def data_label(self) -> str:
+        """The data the run actually trained on, e.g. "fashion-mnist, train split" or
+        "npy imgs.npy, resized to 32 px" (from the resolved recipe, not the recipe's description)."""
+        data = self.recipe.get("data")
+        if not isinstance(data, dict) or not data.get("name"):
+            return ""
+        parts = [str(data["name"]) + (f" {Path(str(data['path'])).name}" if data.get("path") else "")]
+        if data.get("split") not in (None, "all"):
+            parts.append(f"{data['split']} split")
+        if data.get("size"):
+            parts.append(f"resized to {data['size']} px")
+        return ", ".join(parts)
+
+    @property
+    def describes_its_data(self) -> bool:
+        """False when the run's data differ from its built-in recipe's, whose description then
+        names other data (a user's `data.name=folder` on dcgan-digits)."""
+        from ..recipe import builtin_names, read_raw
+
+        if self.recipe_name not in builtin_names():
+            return True
+        builtin = (read_raw(self.recipe_name).get("data") or {})
+        data = self.recipe.get("data") if isinstance(self.recipe.get("data"), dict) else {}
+        return all(data.get(k) == builtin.get(k) for k in ("name", "path") if k in builtin or data.get(k))
+
+    @property
     def status(self) -> str:
         """finished / stopped / interrupted from summary.json; "unfinished" when there is none."""
         status = (self.summary or {}).get("status")
