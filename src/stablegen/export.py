@@ -22,7 +22,7 @@ import io
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -92,12 +92,12 @@ def export_spec(method: Method, family: str) -> ExportSpec:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: bool = True,
-               checkpoint: str | Path | None = None) -> dict[str, Any]:
+               checkpoint: str | Path | None = None, nets: Mapping[str, nn.Module] | None = None) -> dict[str, Any]:
     """Write model.safetensors, program.pt2 and config.json of a run into `out_dir`; returns
     the config. ema=False exports the live weights; checkpoint: a checkpoint file of the run
-    (default: the newest)."""
+    (default: the newest); nets: those the run was trained with as Python objects (open_run)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    run = open_run(run_dir, checkpoint)
+    run = open_run(run_dir, checkpoint, nets=nets)
     path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir / "checkpoints")
     family = run.recipe.model.family
     averaged = run.ema() if ema else None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .methods import FAMILIES
 
@@ -123,13 +123,19 @@ class EvalConfig(Strict):
     every: int = Field(0, ge=0)  # steps between periodic evals (0 = only at the end)
     metrics: list[str] = []  # metric names, see `stablegen eval --help`
     n: int = Field(2000, ge=1)  # generated samples per eval
-    features: Literal["auto", "digits", "inception", "pixels"] = "auto"  # feature space of FID/KID/PRDC
+    features: Literal["auto", "digits", "fashion", "inception", "pixels"] = "auto"  # feature space of FID/KID/PRDC
     inception_weights: str | None = None  # local file of the FID Inception weights
     ema: bool = True  # evaluate the EMA weights when the run keeps them
     split: Literal["auto", "train", "val", "test"] = "auto"  # data compared with (auto: test unless trained on)
 
 
-ModelConfig = Annotated[Union[tuple(f.config for f in FAMILIES.values())], Field(discriminator="family")]
+def model_config_union() -> Any:
+    """The type of a recipe's model section: one of the configs of the families in FAMILIES now,
+    told apart by model.family."""
+    return Annotated[Union[tuple(f.config for f in FAMILIES.values())], Field(discriminator="family")]
+
+
+ModelConfig = model_config_union()
 
 
 class Recipe(Strict):
@@ -141,6 +147,22 @@ class Recipe(Strict):
     train: TrainConfig = TrainConfig()
     guard: GuardConfig = GuardConfig()
     eval: EvalConfig = EvalConfig()
+
+
+_BUILT_IN_FAMILIES = tuple(f.config for f in FAMILIES.values())
+_RECIPE_TYPES: dict[tuple, type[Recipe]] = {}
+
+
+def recipe_type() -> type[Recipe]:
+    """Recipe, or (when families were registered in FAMILIES after import) a subclass of it whose
+    model section is a union over the families registered now."""
+    configs = tuple(f.config for f in FAMILIES.values())
+    if configs == _BUILT_IN_FAMILIES:
+        return Recipe
+    if configs not in _RECIPE_TYPES:
+        _RECIPE_TYPES[configs] = create_model("Recipe", __base__=Recipe, __module__=__name__,
+                                              model=(model_config_union(), ...))
+    return _RECIPE_TYPES[configs]
 
 
 DEFAULT_RECIPE = "dcgan-digits"
@@ -261,6 +283,8 @@ def _explain(err: dict, raw: dict) -> str:
         return f"recipe key model.family is missing; allowed: {', '.join(FAMILIES)}"
     if kind == "missing":
         return f"recipe key {key!r} is required"
+    if kind == "nets":  # base.FamilyConfig: the message names the net and what is allowed
+        return f"recipe key {key!r}: {err['msg']}"
     given = err.get("input")
     return f"recipe key {key!r}: got {given!r}; {err['msg'].lower()}"
 
@@ -269,7 +293,7 @@ def validate(raw: dict) -> Recipe:
     if "model" not in raw:
         raise RecipeError(f"the recipe has no model section; give model.family (one of {', '.join(FAMILIES)})")
     try:
-        return Recipe.model_validate(raw)
+        return recipe_type().model_validate(raw)
     except ValidationError as e:
         msgs = [_explain(err, raw) for err in e.errors()]
         raise RecipeError("\n".join(dict.fromkeys(msgs))) from None

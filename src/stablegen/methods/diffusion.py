@@ -32,7 +32,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
+from ..base import (Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, dims,
+                    dummy_data, dummy_labels)
 from ..nets.denoiser import MLPDenoiser
 from ..nets.unet import UNet
 from .diffusion_samplers import (Denoised, Spacing, Variance, ddim_sample, ddpm_sample, heun_sample, randn,
@@ -65,10 +66,10 @@ class MLPOptions(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout inside blocks
 
 
-class DiffusionConfig(BaseModel):
+class DiffusionConfig(FamilyConfig):
     """Options of the diffusion family; defaults are the stable choice."""
 
-    model_config = ConfigDict(extra="forbid")
+    NETS = ("denoiser",)  # model.nets: denoiser(x_t, t, y) -> the prediction
     family: Literal["diffusion"] = "diffusion"
     # noise schedule
     schedule: ScheduleName = "linear"  # beta schedule: linear (DDPM), scaled_linear, cosine (improved DDPM)
@@ -97,7 +98,7 @@ class DiffusionConfig(BaseModel):
     clip_x0: Literal["auto", "none", "clip", "dynamic"] = "auto"
     threshold_percentile: float = Field(0.995, gt=0.0, le=1.0)  # dynamic thresholding quantile
     vlb_timesteps: int | None = Field(None, ge=1)  # log_prob: KL terms estimated from this many strata (None: all T)
-    # nets
+    # built-in nets (model.nets gives your own)
     net: Literal["auto", "unet", "mlp"] = "auto"  # auto: U-Net for images, MLP for vectors
     unet: UNetOptions = UNetOptions()  # the image denoiser's options
     mlp: MLPOptions = MLPOptions()  # the vector denoiser's options
@@ -395,10 +396,13 @@ class Diffusion(Method):
             self.train(was_training)
 
 
-def build(cfg: DiffusionConfig, info: DataInfo) -> Diffusion:
-    """The diffusion method for data described by `info`: a U-Net for images, an MLP for vectors."""
-    if info.kind not in ("image", "vector"):
+def build(cfg: DiffusionConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> Diffusion:
+    """The diffusion method for data described by `info` around the user's `nets["denoiser"]`, or
+    a built-in one: a U-Net for images, an MLP for vectors."""
+    if info.kind == "tokens" or (not nets and info.kind not in ("image", "vector")):
         raise ValueError(f"diffusion models image or vector data; {info.name!r} is {info.kind} data")
+    if nets:
+        return Diffusion(cfg, info, nets["denoiser"])
     net_kind = cfg.net if cfg.net != "auto" else ("unet" if info.kind == "image" else "mlp")
     mult = 2 if cfg.learned_variance else 1
     if net_kind == "unet":
@@ -416,3 +420,17 @@ def build(cfg: DiffusionConfig, info: DataInfo) -> Diffusion:
         m = cfg.mlp
         net = MLPDenoiser(d, d * mult, width=m.width, depth=m.depth, num_classes=info.num_classes, dropout=m.dropout)
     return Diffusion(cfg, info, net)
+
+
+def net_contracts(cfg: DiffusionConfig, info: DataInfo) -> dict[str, NetContract]:
+    """denoiser(x_t, t, y): x_t (B, *shape), t (B,) float timesteps 0..T-1, y (B,) labels 0..K
+    (K = "no label", for classifier-free guidance) on labelled data, else None -> the
+    `prediction` (B, *shape); with learned_variance (B, 2C, ...), the variance channels after."""
+    conditional = info.num_classes is not None
+    out = (info.shape[0] * (2 if cfg.learned_variance else 1), *info.shape[1:])
+    t = torch.tensor([0.0, cfg.timesteps - 1.0])
+    y = dummy_labels(info, extra_class=True) if conditional else None
+    ys = f"y (B,) in 0..{info.num_classes} ({info.num_classes} = no label)" if conditional else "y=None"
+    return {"denoiser": NetContract(f"denoiser(x_t, t, {ys}) with x_t (B, {dims(info.shape)}), t (B,) float in "
+                                    f"0..{cfg.timesteps - 1} -> the {cfg.prediction} prediction (B, {dims(out)})",
+                                    (dummy_data(info), t, y), (2, *out), conditional)}

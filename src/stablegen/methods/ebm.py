@@ -25,20 +25,20 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, dims, dummy_data
 from ..mcmc import langevin
 from ..nets.energy import EnergyConvNet, EnergyMLP
 from ..nets.layers import Activation
 
 
-class EbmConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EbmConfig(FamilyConfig):
+    NETS = ("energy",)  # model.nets: energy(x) -> E(x)
 
     family: Literal["ebm"] = "ebm"
-    net: Literal["mlp", "conv"] = "mlp"  # mlp for vectors, conv for images
+    net: Literal["mlp", "conv"] = "mlp"  # built-in net: mlp for vectors, conv for images
     width: int = Field(128, ge=1)  # hidden width (mlp) or base channels (conv)
     depth: int = Field(3, ge=1)  # hidden layers of the mlp
     act: Activation = "silu"  # activation of the energy net (smooth: Langevin follows its gradient)
@@ -183,7 +183,9 @@ class EBM(Method):
                           notes)
 
 
-def build(cfg: EbmConfig, info: DataInfo) -> EBM:
+def build(cfg: EbmConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> EBM:
+    if nets:
+        return EBM(cfg, info, nets["energy"])
     if cfg.net == "mlp":
         if len(info.shape) != 1:
             raise ValueError(f"model.net=mlp needs vector data, got shape {info.shape}; use model.net=conv for images")
@@ -193,3 +195,9 @@ def build(cfg: EbmConfig, info: DataInfo) -> EBM:
             raise ValueError(f"model.net=conv needs images (C, H, W), got shape {info.shape}; use model.net=mlp")
         net = EnergyConvNet(info.shape, cfg.width, cfg.act, cfg.spectral_norm)
     return EBM(cfg, info, net)
+
+
+def net_contracts(cfg: EbmConfig, info: DataInfo) -> dict[str, NetContract]:
+    """energy(x): x (B, *shape) -> E(x) (B,); Langevin follows its gradient, so it should be smooth."""
+    return {"energy": NetContract(f"energy(x) with x (B, {dims(info.shape)}) -> energies (B,)",
+                                  (dummy_data(info),), (2,))}

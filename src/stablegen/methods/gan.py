@@ -32,10 +32,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
+from ..base import (Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, dims,
+                    dummy_data, dummy_labels, dummy_latents)
 from ..data.augment import ada_adjust, check_policy, diff_augment
 from ..nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from ..nets.mlp import MLPCritic, MLPGenerator
@@ -45,11 +46,11 @@ from .jacobian_truncation import truncated_latents
 GanLoss = Literal["ns", "minimax", "hinge", "wgan", "lsgan"]
 
 
-class GanConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GanConfig(FamilyConfig):
+    NETS = ("G", "D")  # model.nets: generator G(z, y), critic D(x, y)
 
     family: Literal["gan"] = "gan"
-    net: Literal["mlp", "dcgan", "resnet"] = "mlp"  # mlp for vectors; dcgan or resnet for images of any size >= 8 px (28 px: 7 -> 14 -> 28)
+    net: Literal["mlp", "dcgan", "resnet"] = "mlp"  # built-in nets: mlp for vectors; dcgan or resnet for images >= 8 px (28 px: 7 -> 14 -> 28)
     z_dim: int = Field(64, ge=1)  # latent dimension
     latent: Literal["normal", "uniform"] = "normal"  # z ~ N(0, I) or uniform on [-1, 1]^z_dim
     width: int = Field(256, ge=1)  # hidden width (mlp) or base channels (conv nets)
@@ -340,7 +341,7 @@ def truncation_refused(cfg: GanConfig) -> str | None:
     """Why Jacobian truncation cannot be used with this GAN, or None."""
     if cfg.conditional:
         return "Jacobian truncation is for unconditional GANs; set model.conditional=false"
-    if cfg.net != "mlp":
+    if cfg.net != "mlp" and "G" not in cfg.nets:
         return (f"Jacobian truncation needs net=mlp (vector data): it takes the generator's Jacobian per "
                 f"sample, too large for the image nets (net={cfg.net})")
     return None
@@ -352,7 +353,9 @@ def grad_norm_sq(out: Tensor, inp: Tensor) -> Tensor:
     return g.flatten(1).pow(2).sum(dim=1)
 
 
-def build(cfg: GanConfig, info: DataInfo) -> GAN:
+def build(cfg: GanConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> GAN:
+    """A GAN with the user's `nets` (G, D) and built-in nets (model.net) for those not given."""
+    nets = nets or {}
     if cfg.conditional and not info.num_classes:
         raise ValueError("model.conditional=true needs labelled data: set data.labels=true")
     if cfg.truncation != "none" and (why := truncation_refused(cfg)):
@@ -364,28 +367,53 @@ def build(cfg: GanConfig, info: DataInfo) -> GAN:
     if cfg.standardize and info.kind != "vector":
         raise ValueError(f"model.standardize=true is for vector data; {info.name} is {info.kind} "
                          "(images are already scaled to [-1, 1])")
-    if cfg.weight_norm and cfg.net != "mlp":
-        raise ValueError(f"model.weight_norm is implemented for net=mlp, not net={cfg.net}; set model.weight_norm=0")
-    if cfg.weight_norm and cfg.spectral_norm:
-        raise ValueError("model.weight_norm and model.spectral_norm both normalize the critic's weights; choose one")
-    classes = info.num_classes if cfg.conditional else None
-    wn = cfg.weight_norm or None
-    if cfg.net == "mlp":
-        dim = math.prod(info.shape)
-        if len(info.shape) != 1:
+    if len(nets) < 2:  # a built-in net to make
+        if cfg.weight_norm and cfg.net != "mlp":
+            raise ValueError(f"model.weight_norm is implemented for net=mlp, not net={cfg.net}; "
+                             "set model.weight_norm=0")
+        if cfg.weight_norm and cfg.spectral_norm:
+            raise ValueError("model.weight_norm and model.spectral_norm both normalize the critic's weights; "
+                             "choose one")
+        if cfg.net == "mlp" and len(info.shape) != 1:
             raise ValueError(f"net=mlp needs vector data, got shape {info.shape}; use net=dcgan for images")
-        g = MLPGenerator(cfg.z_dim, dim, cfg.width, cfg.depth, num_classes=classes, weight_norm=wn)
-        d = MLPCritic(dim * cfg.pack, cfg.width, cfg.depth, spectral_norm=cfg.spectral_norm,
-                      mbstd=cfg.mbstd, num_classes=classes, weight_norm=wn)
-    else:
-        if len(info.shape) != 3:
+        if cfg.net != "mlp" and len(info.shape) != 3:
             raise ValueError(f"net={cfg.net} needs images (C, H, W), got shape {info.shape}; use net=mlp")
-        c, h, w = info.shape
-        packed = (c * cfg.pack, h, w)
-        if cfg.net == "dcgan":
-            g = DCGANGenerator(cfg.z_dim, info.shape, cfg.width, classes)
-            d = DCGANDiscriminator(packed, cfg.width, cfg.spectral_norm, cfg.mbstd, classes)
-        else:
-            g = ResNetGenerator(cfg.z_dim, info.shape, cfg.width, classes)
-            d = ResNetDiscriminator(packed, cfg.width, cfg.spectral_norm, classes)
+    g = nets["G"] if "G" in nets else _builtin_generator(cfg, info)
+    d = nets["D"] if "D" in nets else _builtin_critic(cfg, info)
     return GAN(cfg, info, g, d)
+
+
+def _builtin_generator(cfg: GanConfig, info: DataInfo) -> nn.Module:
+    classes = info.num_classes if cfg.conditional else None
+    if cfg.net == "mlp":
+        return MLPGenerator(cfg.z_dim, math.prod(info.shape), cfg.width, cfg.depth, num_classes=classes,
+                            weight_norm=cfg.weight_norm or None)
+    net = DCGANGenerator if cfg.net == "dcgan" else ResNetGenerator
+    return net(cfg.z_dim, info.shape, cfg.width, classes)
+
+
+def _builtin_critic(cfg: GanConfig, info: DataInfo) -> nn.Module:
+    classes = info.num_classes if cfg.conditional else None
+    if cfg.net == "mlp":
+        return MLPCritic(math.prod(info.shape) * cfg.pack, cfg.width, cfg.depth, spectral_norm=cfg.spectral_norm,
+                         mbstd=cfg.mbstd, num_classes=classes, weight_norm=cfg.weight_norm or None)
+    c, h, w = info.shape
+    packed = (c * cfg.pack, h, w)
+    if cfg.net == "dcgan":
+        return DCGANDiscriminator(packed, cfg.width, cfg.spectral_norm, cfg.mbstd, classes)
+    return ResNetDiscriminator(packed, cfg.width, cfg.spectral_norm, classes)
+
+
+def net_contracts(cfg: GanConfig, info: DataInfo) -> dict[str, NetContract]:
+    """G(z, y): z (B, z_dim) -> (B, *shape); D(x, y): x (B, pack * C, ...) -> (B,). y: class
+    labels (B,) of a conditional GAN, else None."""
+    y = dummy_labels(info) if cfg.conditional else None
+    z = dummy_latents(cfg.z_dim)
+    x = dummy_data(info)
+    packed = x.repeat(1, cfg.pack, *[1] * (x.dim() - 2))  # (2, pack * C, ...): the critic sees packs
+    ys = "y (B,)" if cfg.conditional else "y=None"
+    image = info.kind == "image" and not cfg.standardize
+    return {"G": NetContract(f"G(z, {ys}) with z (B, z_dim={cfg.z_dim}) -> samples (B, {dims(info.shape)})",
+                             (z, y), (2, *info.shape), cfg.conditional, (-1.0, 1.0) if image else None),
+            "D": NetContract(f"D(x, {ys}) with x (B, {dims(packed.shape[1:])}) -> scores (B,)",
+                             (packed, y), (2,), cfg.conditional)}

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
-from ..base import DataInfo
+from ..base import DataInfo, FamilyConfig
 from ..nets.flow_layers import (ActNorm, AffineCoupling, Chain, CouplingConvNet, FactorOut,
                                 Flatten, InvertibleLinearLU, LogitTransform, ScaleFn, Squeeze,
                                 channel_mask, max_squeezes, split_prior)
@@ -27,8 +27,8 @@ from ..nets.mlp import MLP
 from .realnvp import FlowMethod
 
 
-class GlowConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GlowConfig(FamilyConfig):
+    NETS = ("flow",)  # model.nets: a bijection flow(x) -> (z, logdet) with flow.inverse(z) -> x
 
     family: Literal["glow"] = "glow"
     levels: int = Field(2, ge=1)  # images: squeeze + steps + split blocks (H, W divisible by 2**levels)
@@ -98,5 +98,6 @@ class Glow(FlowMethod):
     """Glow: a FlowMethod over the bijection of `build_glow_flow`."""
 
 
-def build(cfg: GlowConfig, info: DataInfo) -> Glow:
-    return Glow(build_glow_flow(cfg, info), info, cfg.dequantize)
+def build(cfg: GlowConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> Glow:
+    flow = nets["flow"] if nets else build_glow_flow(cfg, info)
+    return Glow(flow, info, cfg.dequantize)

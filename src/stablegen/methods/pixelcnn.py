@@ -17,16 +17,17 @@ from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
+from ..base import (Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, dims,
+                    dummy_data, dummy_labels)
 from ..metrics.likelihood import bits_per_dim
 from ..nets.pixelcnn import GatedPixelCNN
 
 
-class PixelCNNConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PixelCNNConfig(FamilyConfig):
+    NETS = ("net",)  # model.nets: net(x, y) -> logits over the grey levels, each pixel seeing only earlier ones
 
     family: Literal["pixelcnn"] = "pixelcnn"
     channels: int = Field(64, ge=1)  # feature channels of both stacks
@@ -52,14 +53,16 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 class PixelCNN(Method):
-    """Autoregressive likelihood over grey levels with a GatedPixelCNN net."""
+    """Autoregressive likelihood over grey levels with a masked net(x, y) -> (B, levels, C, H, W)
+    (the GatedPixelCNN, or the user's); class-conditional when `conditional`."""
 
     log_prob_is_discrete = True  # log_prob is log P of the integer levels
 
-    def __init__(self, net: GatedPixelCNN, info: DataInfo):
+    def __init__(self, net: nn.Module, info: DataInfo, conditional: bool = False):
         super().__init__()
         self.net, self.info = net, info
-        self.levels = net.levels
+        self.levels = int(info.levels)  # type: ignore[arg-type]
+        self.num_classes = info.num_classes if conditional else None
         self.dim = math.prod(info.shape)
 
     def _log_prob(self, x: Tensor, y: Tensor | None) -> Tensor:
@@ -73,7 +76,7 @@ class PixelCNN(Method):
             return self._log_prob(x, y)
 
     def loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        y = batch.y if self.net.num_classes else None
+        y = batch.y if self.num_classes else None
         log_p = self._log_prob(batch.x, y)
         bpd = bits_per_dim(log_p.detach(), self.dim, levels=self.levels, continuous=False)
         return -log_p / self.dim, {"nll": -log_p.detach().mean(), "bpd": bpd.mean()}
@@ -90,8 +93,8 @@ class PixelCNN(Method):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         p = next(self.parameters())
-        if self.net.num_classes and y is None:
-            y = torch.randint(self.net.num_classes, (n,), generator=generator, device=p.device)
+        if self.num_classes and y is None:
+            y = torch.randint(self.num_classes, (n,), generator=generator, device=p.device)
         c, h, w = self.info.shape
         x = torch.zeros(n, c, h, w, device=p.device, dtype=p.dtype)
         with _eval_mode(self):
@@ -108,8 +111,8 @@ class PixelCNN(Method):
         sampling loop is not exported."""
         inputs = {"x": ExportInput(("n", *self.info.shape), torch.float32,
                                    f"images on the {self.levels} grey levels of [-1, 1]")}
-        if self.net.num_classes:
-            inputs["y"] = ExportInput(("n",), torch.int64, f"class labels 0..{self.net.num_classes - 1}")
+        if self.num_classes:
+            inputs["y"] = ExportInput(("n",), torch.int64, f"class labels 0..{self.num_classes - 1}")
         notes = ["no sampling loop is exported: `stablegen sample` fills the pixels in raster order, each drawn "
                  "from softmax(logits[:, :, :, i, j] / temperature) over the levels; level l is "
                  "-1 + 2 l / (levels - 1)"]
@@ -118,14 +121,26 @@ class PixelCNN(Method):
                           {"levels": self.levels})
 
 
-def build(cfg: PixelCNNConfig, info: DataInfo) -> PixelCNN:
+def build(cfg: PixelCNNConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> PixelCNN:
     if info.kind != "image" or info.levels is None:
         raise ValueError(f"pixelcnn models discrete images (grey levels known); {info.name!r} is "
                          f"{info.kind} data with levels={info.levels}")
     if cfg.conditional and not info.num_classes:
         raise ValueError(f"model.conditional=true needs labelled data; {info.name!r} has no classes "
                          f"(set data.labels=true or model.conditional=false)")
+    if nets:
+        return PixelCNN(nets["net"], info, cfg.conditional)
     net = GatedPixelCNN(info.shape[0], info.levels, channels=cfg.channels, blocks=cfg.blocks,
                         kernel=cfg.kernel, dropout=cfg.dropout,
                         num_classes=info.num_classes if cfg.conditional else None)
-    return PixelCNN(net, info)
+    return PixelCNN(net, info, cfg.conditional)
+
+
+def net_contracts(cfg: PixelCNNConfig, info: DataInfo) -> dict[str, NetContract]:
+    """net(x, y): x (B, C, H, W) on the grey levels, y (B,) labels or None -> logits (B, levels, C,
+    H, W); the logits of pixel (i, j) may depend only on the pixels before it in raster order."""
+    y = dummy_labels(info) if cfg.conditional else None
+    ys = "y (B,)" if cfg.conditional else "y=None"
+    return {"net": NetContract(f"net(x, {ys}) with x (B, {dims(info.shape)}) -> logits (B, levels={info.levels}, "
+                               f"{dims(info.shape)})", (dummy_data(info), y), (2, int(info.levels), *info.shape),
+                               cfg.conditional)}

@@ -28,18 +28,17 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, Method, Phase
+from ..base import Batch, DataInfo, FamilyConfig, Method, Phase
 from ..mcmc import gibbs
 from .ebm import device_generator
 
 EXACT_MAX_HIDDEN = 24  # log_z="exact" enumerates 2^H hidden states
 
 
-class RbmConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RbmConfig(FamilyConfig):  # no nets: W, b and c are the model
 
     family: Literal["rbm"] = "rbm"
     hidden: int = Field(128, ge=1)  # H: hidden units

@@ -18,10 +18,10 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
+from ..base import Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, flow_contract
 from ..metrics.likelihood import bits_per_dim, dequantize
 from ..nets.flow_layers import (AffineCoupling, Chain, CouplingConvNet, FactorOut, Flatten,
                                 LogitTransform, ScaleFn, Squeeze, actnorms, channel_mask,
@@ -29,8 +29,8 @@ from ..nets.flow_layers import (AffineCoupling, Chain, CouplingConvNet, FactorOu
 from ..nets.mlp import MLP
 
 
-class RealNVPConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RealNVPConfig(FamilyConfig):
+    NETS = ("flow",)  # model.nets: a bijection flow(x) -> (z, logdet) with flow.inverse(z) -> x
 
     family: Literal["realnvp"] = "realnvp"
     couplings: int = Field(4, ge=1)  # vectors: pairs of couplings; images: per mask type per scale
@@ -182,5 +182,11 @@ class RealNVP(FlowMethod):
     """RealNVP: a FlowMethod over the bijection of `build_realnvp_flow`."""
 
 
-def build(cfg: RealNVPConfig, info: DataInfo) -> RealNVP:
-    return RealNVP(build_realnvp_flow(cfg, info), info, cfg.dequantize)
+def build(cfg: RealNVPConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> RealNVP:
+    flow = nets["flow"] if nets else build_realnvp_flow(cfg, info)
+    return RealNVP(flow, info, cfg.dequantize)
+
+
+def net_contracts(cfg: FamilyConfig, info: DataInfo) -> dict[str, NetContract]:
+    """Any flow (RealNVP, Glow): flow(x) -> (z (B, D), log|det dz/dx| (B,)), flow.inverse(z) -> x."""
+    return {"flow": flow_contract(info)}

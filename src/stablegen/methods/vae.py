@@ -30,10 +30,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..base import Batch, DataInfo, ExportInput, ExportSpec, Method, Phase
+from ..base import (Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, dims,
+                    dummy_data, dummy_latents)
 from ..metrics.likelihood import dequantize
 from ..nets.layers import Activation
 from ..nets.vae_nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -44,10 +45,8 @@ ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: a unit is active when Cov_x(E_q[u]
 _LOG_2PI = math.log(2 * math.pi)
 
 
-class LatentOptions(BaseModel):
+class LatentOptions(FamilyConfig):
     """Options of the ELBO shared by the VAE and the sequence VAE."""
-
-    model_config = ConfigDict(extra="forbid")
 
     z_dim: int = Field(16, ge=1)  # latent dimension
     beta: float = Field(1.0, ge=0)  # weight of the KL term after annealing (beta-VAE)
@@ -240,8 +239,10 @@ Decoder = Literal["auto", "gaussian", "bernoulli", "logistic"]
 
 
 class VaeConfig(LatentOptions):
+    NETS = ("encoder", "decoder")  # model.nets: encoder(x) -> (mu, logvar), decoder(z) -> likelihood parameters
+
     family: Literal["vae"] = "vae"
-    net: Literal["mlp", "conv"] = "mlp"  # mlp for vectors and small images; conv for images
+    net: Literal["mlp", "conv"] = "mlp"  # built-in nets: mlp for vectors and small images; conv for images
     width: int = Field(256, ge=1)  # hidden width (mlp) or base channels (conv)
     depth: int = Field(2, ge=1)  # hidden layers of the mlp encoder and decoder
     act: Activation = "relu"  # hidden activation
@@ -369,21 +370,42 @@ class VAE(LatentVariableMethod):
         return self._mean(self.decoder(mu))
 
 
-def build(cfg: VaeConfig, info: DataInfo) -> VAE:
-    """A VAE with MLP or conv encoder/decoder for vector or image data."""
-    if info.kind not in ("vector", "image"):
-        raise ValueError(f"the vae family models vectors and images; {info.name!r} is {info.kind} data "
-                         "(use family: seqvae for sequences)")
+def build(cfg: VaeConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> VAE:
+    """A VAE with the user's `nets` (encoder, decoder) and built-in MLP or conv nets for those not
+    given; built-in nets model vectors and images, the user's any real-valued data."""
+    nets = nets or {}
+    if info.kind == "tokens" or (len(nets) < 2 and info.kind not in ("vector", "image")):
+        raise ValueError(f"the vae family's built-in nets model vectors and images; {info.name!r} is {info.kind} "
+                         "data (use family: seqvae for sequences)")
     likelihood = resolve_decoder(cfg.decoder, info)
     params = VAE.params_per_dim(likelihood, cfg.obs_std)
-    if cfg.net == "conv":
-        if info.kind != "image":
-            raise ValueError(f"net=conv needs image data (C, H, W); {info.name!r} has shape {info.shape}; "
-                             "use net=mlp")
-        shape = (info.shape[0], info.shape[1], info.shape[2])
-        enc: nn.Module = ConvEncoder(shape, 2 * cfg.z_dim, cfg.width, cfg.act)
-        dec: nn.Module = ConvDecoder(cfg.z_dim, shape, params, cfg.width, cfg.act)
+    if cfg.net == "conv" and len(nets) < 2 and info.kind != "image":
+        raise ValueError(f"net=conv needs image data (C, H, W); {info.name!r} has shape {info.shape}; use net=mlp")
+    if "encoder" in nets:
+        enc = nets["encoder"]
+    elif cfg.net == "conv":
+        enc = ConvEncoder((info.shape[0], info.shape[1], info.shape[2]), 2 * cfg.z_dim, cfg.width, cfg.act)
     else:
         enc = MLPEncoder(info.shape, 2 * cfg.z_dim, cfg.width, cfg.depth, cfg.act)
+    if "decoder" in nets:
+        dec = nets["decoder"]
+    elif cfg.net == "conv":
+        dec = ConvDecoder(cfg.z_dim, (info.shape[0], info.shape[1], info.shape[2]), params, cfg.width, cfg.act)
+    else:
         dec = MLPDecoder(cfg.z_dim, info.shape, params, cfg.width, cfg.depth, cfg.act)
     return VAE(cfg, info, enc, dec)
+
+
+def net_contracts(cfg: VaeConfig, info: DataInfo) -> dict[str, NetContract]:
+    """encoder(x): x (B, *shape) -> (B, 2 z_dim), the posterior's mu then logvar; decoder(z):
+    z (B, z_dim) -> (B, P, *shape), P likelihood parameters per data dimension (location, then
+    log scale when P = 2)."""
+    likelihood = resolve_decoder(cfg.decoder, info)
+    p = VAE.params_per_dim(likelihood, cfg.obs_std)
+    z = dummy_latents(cfg.z_dim)
+    what = "location" if p == 1 else "location, log scale"
+    return {"encoder": NetContract(f"encoder(x) with x (B, {dims(info.shape)}) -> (B, 2 z_dim = {2 * cfg.z_dim}): "
+                                   "mu, then logvar", (dummy_data(info),), (2, 2 * cfg.z_dim)),
+            "decoder": NetContract(f"decoder(z) with z (B, z_dim={cfg.z_dim}) -> (B, {p}, {dims(info.shape)}): "
+                                   f"the {likelihood} likelihood's {what} per dimension", (z,),
+                                   (2, p, *info.shape))}
