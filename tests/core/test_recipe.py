@@ -38,7 +38,7 @@ def test_unknown_keys_suggest_the_right_one(override, expected):
 
 @pytest.mark.parametrize("override, expected", [
     ("train.steps=abc", "train.steps.*'abc'.*integer"),
-    ("model.loss=bce", "model.loss.*'bce'.*'ns', 'minimax', 'hinge', 'wgan' or 'lsgan'"),
+    ("model.loss=bce", "model.loss.*'bce'.*'ns', 'minimax', 'hinge', 'wgan', 'lsgan' or 'relativistic'"),
     ("model.family=foo", "model.family: got 'foo'; allowed: gan"),
     ("train.precision=fp8", "train.precision"),
     ("data.batch_size=0", "data.batch_size.*greater than or equal to 1"),

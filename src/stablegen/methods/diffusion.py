@@ -6,6 +6,9 @@ Song et al. 2021, "Denoising Diffusion Implicit Models" (DDIM); Karras et al. 20
 (Heun sampler); Salimans & Ho 2022 (v-prediction); Hang et al. 2023 (min-SNR-gamma);
 Ho & Salimans 2022, "Classifier-Free Diffusion Guidance"; Saharia et al. 2022, Imagen
 (dynamic thresholding); Lin et al. 2024 (zero terminal SNR, trailing timesteps).
+`parameterization: edm` trains and samples the same nets as an EDM model instead (Karras et
+al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models": Table 1's
+preconditioning, log-normal sigmas, loss weight, Algorithm 2's sampler): `EDMDiffusion`.
 
 The schedule algebra is in `diffusion_schedules`, the samplers (pure functions) in
 `diffusion_samplers`; this file holds the config, the training loss and the glue.
@@ -36,13 +39,16 @@ from ..base import (Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Meth
                     dummy_data, dummy_labels)
 from ..nets.denoiser import MLPDenoiser
 from ..nets.unet import UNet
-from .diffusion_samplers import (Denoised, Spacing, Variance, ddim_sample, ddpm_sample, heun_sample, randn,
-                                 timestep_table)
+from .diffusion_samplers import (Denoised, Spacing, Variance, ddim_sample, ddpm_sample, dpmpp2m_sample, edm_sample,
+                                 heun_sample, karras_sigmas, randn, timestep_table)
 from .diffusion_schedules import (Prediction, ScheduleName, alphas_cumprod, beta_schedule, dynamic_threshold,
-                                  eps_from_x0, expand, min_snr_weight, posterior_mean, posterior_variance,
-                                  q_sample, rescale_zero_terminal_snr, snr, target, to_x0_eps)
+                                  edm_loss_weight, edm_precond, edm_train_sigmas, eps_from_x0, expand,
+                                  min_snr_weight, posterior_mean, posterior_variance, q_sample,
+                                  rescale_zero_terminal_snr, snr, target, to_x0_eps)
 
-Sampler = Literal["ddpm", "ddim", "heun", "euler"]
+Sampler = Literal["ddpm", "ddim", "dpmpp2m", "heun", "euler"]
+EDM_TIME_SCALE = 250.0  # edm: the net sees t = 250 c_noise = 62.5 ln(sigma), so sigma in [0.002, 80]
+# spans t in [-388, 274], about the range of DDPM's timesteps 0..999 that the sinusoidal embedding expects
 
 
 class UNetOptions(BaseModel):
@@ -88,7 +94,7 @@ class DiffusionConfig(FamilyConfig):
     label_dropout: float = Field(0.1, ge=0.0, le=1.0)  # share of labels dropped to "no label" in training
     guidance: float = 1.0  # default CFG scale: 0 unconditional, 1 conditional, > 1 guided
     # sampling defaults (each can be overridden in sample())
-    sampler: Sampler = "ddim"  # ddpm (ancestral), ddim, heun / euler (EDM, deterministic)
+    sampler: Sampler = "ddim"  # ddpm (ancestral), ddim, dpmpp2m (DPM-Solver++(2M)), heun / euler (EDM, deterministic)
     steps: int = Field(50, ge=1)  # sampling steps (ddpm/ddim: table entries; heun/euler: noise levels)
     eta: float = Field(0.0, ge=0.0)  # DDIM stochasticity (0 deterministic, 1 = DDPM fixed-small)
     spacing: Spacing = "trailing"  # timestep spacing for fewer steps than T
@@ -98,6 +104,18 @@ class DiffusionConfig(FamilyConfig):
     clip_x0: Literal["auto", "none", "clip", "dynamic"] = "auto"
     threshold_percentile: float = Field(0.995, gt=0.0, le=1.0)  # dynamic thresholding quantile
     vlb_timesteps: int | None = Field(None, ge=1)  # log_prob: KL terms estimated from this many strata (None: all T)
+    # EDM (Karras et al. 2022); the values are the paper's (Table 1 and Table 5)
+    parameterization: Literal["ddpm", "edm"] = "ddpm"  # ddpm: the beta schedule above; edm: preconditioned sigma
+    sigma_data: float = Field(0.5, gt=0.0)  # edm: data standard deviation in the preconditioning
+    p_mean: float = -1.2  # edm: mean of ln(sigma) in training
+    p_std: float = Field(1.2, gt=0.0)  # edm: std of ln(sigma) in training
+    sigma_min: float = Field(0.002, gt=0.0)  # edm: smallest sampling noise level
+    sigma_max: float = Field(80.0, gt=0.0)  # edm: largest sampling noise level
+    rho: float = Field(7.0, gt=0.0)  # edm: rho of the sampling levels (Karras et al. 2022, eq. 5)
+    s_churn: float = Field(0.0, ge=0.0)  # edm: stochastic churn (0 = deterministic Algorithm 1)
+    s_tmin: float = Field(0.0, ge=0.0)  # edm: churn only at sigma >= s_tmin ...
+    s_tmax: float | None = Field(None, ge=0.0)  # ... and <= s_tmax (None: no upper bound)
+    s_noise: float = Field(1.0, ge=0.0)  # edm: std multiplier of the churn noise
     # built-in nets (model.nets gives your own)
     net: Literal["auto", "unet", "mlp"] = "auto"  # auto: U-Net for images, MLP for vectors
     unet: UNetOptions = UNetOptions()  # the image denoiser's options
@@ -110,8 +128,19 @@ class DiffusionConfig(FamilyConfig):
                              "use prediction 'v' or 'x0'")
         if self.variance == "learned" and not self.learned_variance:
             raise ValueError("variance='learned' needs learned_variance: true")
-        if self.steps > self.timesteps and self.sampler in ("ddpm", "ddim"):
+        if self.steps > self.timesteps and self.sampler in ("ddpm", "ddim", "dpmpp2m"):
             raise ValueError(f"steps={self.steps} exceeds timesteps={self.timesteps}")
+        if self.parameterization == "edm":
+            ddpm_only = {f"sampler {self.sampler}": self.sampler in ("ddpm", "ddim", "dpmpp2m"),
+                         f"prediction {self.prediction!r}": self.prediction != "eps",
+                         "learned_variance": self.learned_variance, "zero_terminal_snr": self.zero_terminal_snr,
+                         "loss_weighting min_snr": self.loss_weighting != "simple"}
+            given = [name for name, on in ddpm_only.items() if on]
+            if given:
+                raise ValueError(f"parameterization 'edm' has its own network output, loss weight and samplers; "
+                                 f"{', '.join(given)} belong to parameterization 'ddpm' (edm samplers: heun, euler)")
+            if self.sigma_min >= self.sigma_max:
+                raise ValueError(f"sigma_min={self.sigma_min} must be below sigma_max={self.sigma_max}")
         return self
 
 
@@ -139,7 +168,37 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
     return out.float()
 
 
-class Diffusion(Method):
+class _ClassLabels:
+    """Label dropout in training and label choice in sampling (classifier-free guidance) for
+    a method with `cfg.label_dropout`, `info`, `conditional` and `device`."""
+
+    def _labels_for_training(self, batch: Batch) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if batch.y is None:
+            raise ValueError("this diffusion model is class-conditional (the data has labels) "
+                             "but the batch has none; set data.labels: true")
+        drop = torch.rand(batch.y.shape, device=batch.y.device) < self.cfg.label_dropout
+        return torch.where(drop, torch.full_like(batch.y, self.info.num_classes), batch.y)
+
+    def _labels_for_sampling(self, n: int, labels, generator: torch.Generator | None) -> Tensor | None:
+        if not self.conditional:
+            if labels is not None:
+                raise ValueError("labels given, but this diffusion model was trained without labels")
+            return None
+        k = self.info.num_classes
+        if labels is None:
+            dev = generator.device if generator is not None else self.device
+            return torch.randint(k, (n,), generator=generator, device=dev).to(self.device)
+        y = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
+        if y.numel() == 1:
+            y = y.expand(n).clone()
+        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
+            raise ValueError(f"labels must be one class or {n} classes in 0..{k - 1}")
+        return y
+
+
+class Diffusion(_ClassLabels, Method):
     """A denoising diffusion model around a denoising net `net(x_t, t, y) -> output`."""
 
     def __init__(self, cfg: DiffusionConfig, info: DataInfo, net: nn.Module):
@@ -165,15 +224,6 @@ class Diffusion(Method):
     # ---- training -------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
         return [Phase("main", list(self.net.parameters()), self.loss)]
-
-    def _labels_for_training(self, batch: Batch) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if batch.y is None:
-            raise ValueError("this diffusion model is class-conditional (the data has labels) "
-                             "but the batch has none; set data.labels: true")
-        drop = torch.rand(batch.y.shape, device=batch.y.device) < self.cfg.label_dropout
-        return torch.where(drop, torch.full_like(batch.y, self.info.num_classes), batch.y)
 
     def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
         """Net output -> (mean output, raw variance output in [-1, 1] or None)."""
@@ -264,22 +314,6 @@ class Diffusion(Method):
             return Denoised(x0, eps, None if var_out is None else (var_out + 1) / 2)
         return denoise
 
-    def _labels_for_sampling(self, n: int, labels, generator: torch.Generator | None) -> Tensor | None:
-        if not self.conditional:
-            if labels is not None:
-                raise ValueError("labels given, but this diffusion model was trained without labels")
-            return None
-        k = self.info.num_classes
-        if labels is None:
-            dev = generator.device if generator is not None else self.device
-            return torch.randint(k, (n,), generator=generator, device=dev).to(self.device)
-        y = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
-        if y.numel() == 1:
-            y = y.expand(n).clone()
-        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
-            raise ValueError(f"labels must be one class or {n} classes in 0..{k - 1}")
-        return y
-
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: Sampler | None = None,
                steps: int | None = None, guidance: float | None = None, eta: float | None = None,
@@ -287,8 +321,8 @@ class Diffusion(Method):
                variance: Variance | None = None) -> Tensor:
         """n samples (n, *shape); every keyword defaults to the config's value.
 
-        sampler: ddpm (ancestral, `variance`), ddim (`eta`), heun / euler (EDM, deterministic);
-        steps: table entries (ddpm/ddim, taken with `spacing`) or noise levels (heun/euler);
+        sampler: ddpm (ancestral, `variance`), ddim (`eta`), dpmpp2m, heun / euler (EDM, deterministic);
+        steps: table entries (ddpm/ddim/dpmpp2m, taken with `spacing`) or noise levels (heun/euler);
         guidance: classifier-free guidance scale (labelled data); labels: one class for all,
         or n classes; None draws them uniformly with `generator`.
         """
@@ -300,8 +334,8 @@ class Diffusion(Method):
         guidance = cfg.guidance if guidance is None else guidance
         eta = cfg.eta if eta is None else eta
         y = self._labels_for_sampling(n, labels, generator)
-        if sampler not in ("ddpm", "ddim", "heun", "euler"):
-            raise ValueError(f"unknown sampler {sampler!r}; choose ddpm, ddim, heun or euler")
+        if sampler not in ("ddpm", "ddim", "dpmpp2m", "heun", "euler"):
+            raise ValueError(f"unknown sampler {sampler!r}; choose ddpm, ddim, heun or euler, or dpmpp2m")
         noise = randn((n, *self.info.shape), generator, self.device)
         denoise = self._denoiser(y, guidance)
         was_training = self.training
@@ -312,6 +346,8 @@ class Diffusion(Method):
             table = timestep_table(cfg.timesteps, steps, spacing or cfg.spacing).to(self.device)
             if sampler == "ddim":
                 return ddim_sample(denoise, noise, self.abar, table, generator, eta).x
+            if sampler == "dpmpp2m":
+                return dpmpp2m_sample(denoise, noise, self.abar, table).x
             variance = variance or self.variance
             if variance == "learned" and not cfg.learned_variance:
                 raise ValueError("variance='learned' needs a model trained with learned_variance: true")
@@ -396,13 +432,99 @@ class Diffusion(Method):
             self.train(was_training)
 
 
-def build(cfg: DiffusionConfig, info: DataInfo, nets: dict[str, nn.Module] | None = None) -> Diffusion:
+class EDMDiffusion(_ClassLabels, Method):
+    """EDM (Karras et al. 2022) around the same denoising nets: D(x; sigma) = c_skip x +
+    c_out F(c_in x, t, y) with Table 1's coefficients, t = EDM_TIME_SCALE c_noise."""
+
+    def __init__(self, cfg: DiffusionConfig, info: DataInfo, net: nn.Module):
+        super().__init__()
+        self.cfg, self.info, self.net = cfg, info, net
+        self.conditional = info.num_classes is not None
+
+    def phases(self) -> list[Phase]:
+        return [Phase("main", list(self.net.parameters()), self.loss)]
+
+    def denoise(self, x: Tensor, sigma: Tensor, y: Tensor | None) -> Tensor:
+        """D(x; sigma) for x (B, ...) at noise levels sigma (B,)."""
+        c_skip, c_out, c_in, c_noise = edm_precond(sigma, self.cfg.sigma_data)  # each (B,)
+        out = self.net(expand(c_in, x) * x, EDM_TIME_SCALE * c_noise.to(x.dtype), y)  # F, (B, ...)
+        return expand(c_skip, x) * x + expand(c_out, x) * out
+
+    def loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-sample lambda(sigma) |D(x0 + sigma n; sigma) - x0|^2 (mean over dimensions),
+        ln(sigma) ~ N(p_mean, p_std^2) (Karras et al. 2022, eq. 2 with Table 1)."""
+        x0 = batch.x  # (B, ...)
+        sigma = edm_train_sigmas(x0.shape[0], self.cfg.p_mean, self.cfg.p_std, x0.device)  # (B,)
+        x = x0 + expand(sigma, x0) * torch.randn_like(x0)
+        mse = (self.denoise(x, sigma, self._labels_for_training(batch)) - x0).square().flatten(1).mean(1)  # (B,)
+        return edm_loss_weight(sigma, self.cfg.sigma_data).to(mse.dtype) * mse, {"mse": mse.detach().mean()}
+
+    def _guided(self, y: Tensor | None, guidance: float):
+        """D(x; sigma) with classifier-free guidance D_u + w (D_c - D_u) on labelled data."""
+        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
+            sigma = sigma.to(x.dtype)
+            if y is None or guidance == 1.0:
+                return self.denoise(x, sigma, y)
+            null = torch.full_like(y, self.info.num_classes)
+            if guidance == 0.0:
+                return self.denoise(x, sigma, null)
+            cond, uncond = self.denoise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([y, null])).chunk(2)
+            return uncond + guidance * (cond - uncond)
+        return denoise
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: Sampler | None = None,
+               steps: int | None = None, guidance: float | None = None,
+               labels: Tensor | int | list[int] | None = None, s_churn: float | None = None, **kw) -> Tensor:
+        """n samples by EDM's Algorithm 2 (heun) or its Euler variant over `steps` Karras
+        levels from sigma_max to sigma_min, then 0; every keyword defaults to the config's value."""
+        if kw:
+            raise TypeError(f"EDM sampling takes no options {sorted(kw)} (those are DDPM/DDIM's); it has "
+                            "sampler=, steps=, guidance=, labels= and s_churn=")
+        cfg = self.cfg
+        sampler = sampler or cfg.sampler
+        if sampler not in ("heun", "euler"):
+            raise ValueError(f"unknown sampler {sampler!r} for parameterization 'edm'; choose heun or euler")
+        steps = cfg.steps if steps is None else steps
+        guidance = cfg.guidance if guidance is None else guidance
+        y = self._labels_for_sampling(n, labels, generator)
+        sigmas = karras_sigmas(cfg.sigma_min, cfg.sigma_max, steps, cfg.rho)
+        noise = randn((n, *self.info.shape), generator, self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            return edm_sample(self._guided(y, guidance), noise, sigmas, generator, 2 if sampler == "heun" else 1,
+                              cfg.s_churn if s_churn is None else s_churn, cfg.s_tmin,
+                              math.inf if cfg.s_tmax is None else cfg.s_tmax, cfg.s_noise).x
+        finally:
+            self.train(was_training)
+
+    def export_net(self) -> ExportSpec:
+        """The raw net F: (c_in x (n, *shape), t (n,) [, y (n,)]) -> F; the preconditioning
+        and sampling loop go to config.json as numbers and a note."""
+        cfg, shape = self.cfg, tuple(self.info.shape)
+        inputs = {"x_in": ExportInput(("n", *shape), torch.float32, "c_in x, x = x0 + sigma n"),
+                  "t": ExportInput(("n",), torch.float32, f"{EDM_TIME_SCALE} ln(sigma) / 4")}
+        if self.conditional:
+            k = self.info.num_classes
+            inputs["y"] = ExportInput(("n",), torch.int64, f"class labels 0..{k - 1}; {k} = no label")
+        notes = ["D(x; sigma) = c_skip x + c_out F with c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / "
+                 "sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2) (Karras et al. 2022, Table 1); no sampling "
+                 f"loop is exported: `stablegen sample` runs {cfg.sampler} over {cfg.steps} Karras levels"]
+        extra = {"parameterization": "edm", "sigma_data": cfg.sigma_data, "sigma_min": cfg.sigma_min,
+                 "sigma_max": cfg.sigma_max, "rho": cfg.rho, "time_scale": EDM_TIME_SCALE}
+        return ExportSpec(self.net, lambda x, t, *y: self.net(x, t, *y), inputs, "F, (n, *shape)", notes, extra)
+
+
+def build(cfg: DiffusionConfig, info: DataInfo,
+          nets: dict[str, nn.Module] | None = None) -> Diffusion | EDMDiffusion:
     """The diffusion method for data described by `info` around the user's `nets["denoiser"]`, or
     a built-in one: a U-Net for images, an MLP for vectors."""
     if info.kind == "tokens" or (not nets and info.kind not in ("image", "vector")):
         raise ValueError(f"diffusion models image or vector data; {info.name!r} is {info.kind} data")
+    method = EDMDiffusion if cfg.parameterization == "edm" else Diffusion
     if nets:
-        return Diffusion(cfg, info, nets["denoiser"])
+        return method(cfg, info, nets["denoiser"])
     net_kind = cfg.net if cfg.net != "auto" else ("unet" if info.kind == "image" else "mlp")
     mult = 2 if cfg.learned_variance else 1
     if net_kind == "unet":
@@ -419,7 +541,7 @@ def build(cfg: DiffusionConfig, info: DataInfo, nets: dict[str, nn.Module] | Non
         (d,) = info.shape
         m = cfg.mlp
         net = MLPDenoiser(d, d * mult, width=m.width, depth=m.depth, num_classes=info.num_classes, dropout=m.dropout)
-    return Diffusion(cfg, info, net)
+    return method(cfg, info, net)
 
 
 def net_contracts(cfg: DiffusionConfig, info: DataInfo) -> dict[str, NetContract]:
@@ -428,9 +550,14 @@ def net_contracts(cfg: DiffusionConfig, info: DataInfo) -> dict[str, NetContract
     `prediction` (B, *shape); with learned_variance (B, 2C, ...), the variance channels after."""
     conditional = info.num_classes is not None
     out = (info.shape[0] * (2 if cfg.learned_variance else 1), *info.shape[1:])
-    t = torch.tensor([0.0, cfg.timesteps - 1.0])
     y = dummy_labels(info, extra_class=True) if conditional else None
     ys = f"y (B,) in 0..{info.num_classes} ({info.num_classes} = no label)" if conditional else "y=None"
-    return {"denoiser": NetContract(f"denoiser(x_t, t, {ys}) with x_t (B, {dims(info.shape)}), t (B,) float in "
-                                    f"0..{cfg.timesteps - 1} -> the {cfg.prediction} prediction (B, {dims(out)})",
+    if cfg.parameterization == "edm":
+        t = EDM_TIME_SCALE * torch.tensor([cfg.sigma_min, cfg.sigma_max]).log() / 4
+        what = f"t (B,) float = {EDM_TIME_SCALE} ln(sigma) / 4 -> F, D = c_skip x + c_out F"
+    else:
+        t = torch.tensor([0.0, cfg.timesteps - 1.0])
+        what = f"t (B,) float in 0..{cfg.timesteps - 1} -> the {cfg.prediction} prediction"
+    return {"denoiser": NetContract(f"denoiser(x_t, t, {ys}) with x_t (B, {dims(info.shape)}), {what} "
+                                    f"(B, {dims(out)})",
                                     (dummy_data(info), t, y), (2, *out), conditional)}

@@ -10,9 +10,13 @@ that table (never `t - T // N`), the step after the last being the clean data (a
   table, variance fixed-small (beta~), fixed-large (beta) or learned (Nichol & Dhariwal 2021).
 - `ddim_sample`: DDIM (Song et al. 2021, eq. 12), eta = 0 deterministic, eta = 1 = DDPM
   with fixed-small variance on the same table.
-- `heun_sample`: the deterministic Euler / Heun probability-flow sampler of EDM
-  (Karras et al. 2022, Algorithm 1) with Karras sigmas (rho = 7), on the VE form
-  x / sqrt(abar) = x0 + sigma eps, sigma = sqrt((1 - abar) / abar).
+- `dpmpp2m_sample`: DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of the
+  probability-flow ODE in the data prediction, one evaluation per step.
+- `edm_sample`: the Euler / Heun sampler of EDM (Karras et al. 2022, Algorithms 1 and 2,
+  with the stochastic churn S_churn, S_tmin, S_tmax, S_noise) over any descending noise
+  levels, for a denoiser D(x; sigma) (models trained with `parameterization: edm`).
+- `heun_sample`: `edm_sample` without churn for DDPM-trained models, with Karras sigmas
+  (rho = 7), on the VE form x / sqrt(abar) = x0 + sigma eps, sigma = sqrt((1 - abar) / abar).
 """
 
 from __future__ import annotations
@@ -145,6 +149,33 @@ def ddim_sample(denoise: Denoiser, x_T: Tensor, abar: Tensor, table: Tensor, gen
     return SampleResult(x, len(table))
 
 
+@torch.no_grad()
+def dpmpp2m_sample(denoise: Denoiser, x_T: Tensor, abar: Tensor, table: Tensor) -> SampleResult:
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2) down the descending
+    timestep `table`, deterministic, one evaluation per step.
+
+    With alpha = sqrt(abar), sigma = sqrt(1 - abar), lambda = log(alpha / sigma), h_i =
+    lambda_i - lambda_{i-1} and the data predictions x0_i of the denoiser:
+        x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (e^{-h_i} - 1) D_i,
+        D_i = (1 + 1 / (2 r_i)) x0_{i-1} - 1 / (2 r_i) x0_{i-2},  r_i = h_{i-1} / h_i,
+    with D = x0_{i-1} (first order, = DDIM) on the first step; the step after the table's
+    last entry goes to the clean data (lambda = inf), where the update is x = x0 (first order).
+    """
+    x = x_T
+    x0_prev, h_prev = None, None
+    for t, a_t, a_prev in step_pairs(abar, table):
+        x0 = denoise(x, _full(x, t), _full(x, a_t)).x0
+        if a_prev == 1.0:  # to sigma = 0: e^{-h} = 0
+            x = x0
+            break
+        lam_t, lam_next = 0.5 * math.log(a_t / (1 - a_t)), 0.5 * math.log(a_prev / (1 - a_prev))
+        h = lam_next - lam_t
+        d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev  # 1/(2r) = h/(2h_prev)
+        x = ((1 - a_prev) / (1 - a_t)) ** 0.5 * x - a_prev**0.5 * math.expm1(-h) * d
+        x0_prev, h_prev = x0, h
+    return SampleResult(x, len(table))
+
+
 def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> Tensor:
     """(steps + 1,) float64 noise levels, descending, last 0 (Karras et al. 2022, eq. 5)."""
     if steps < 1:
@@ -167,37 +198,62 @@ def sigma_to_t(sigma: Tensor, abar: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def heun_sample(denoise: Denoiser, noise: Tensor, abar: Tensor, steps: int, order: int = 2,
-                rho: float = 7.0) -> SampleResult:
-    """Deterministic EDM sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0).
+def edm_sample(denoise: Callable[[Tensor, Tensor], Tensor], noise: Tensor, sigmas: Tensor,
+               generator: torch.Generator | None = None, order: int = 2, s_churn: float = 0.0,
+               s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> SampleResult:
+    """The EDM sampler (Karras et al. 2022, Algorithm 2; Algorithm 1 when s_churn = 0).
 
-    Integrates the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma on
-    x = x_t / sqrt(abar) from sigma_max to 0 over Karras sigmas; order 2 is Heun (Euler
-    on the last step, 2 * steps - 1 evaluations), order 1 is Euler. `noise` is N(0, I).
-    sigma_max is the largest finite sigma of the table (so zero-terminal-SNR schedules
-    start one table entry early).
+    Integrates dx/dsigma = (x - D(x; sigma)) / sigma down the descending noise levels `sigmas`
+    (N + 1,), the last 0, from x = sigma_0 * noise; `denoise(x, sigma (B,)) -> D(x; sigma)`.
+    Stochastic churn: at each sigma_i in [s_tmin, s_tmax], gamma_i = min(s_churn / N, sqrt(2) - 1)
+    raises the level to t_hat = (1 + gamma_i) sigma_i by adding noise of std
+    sqrt(t_hat^2 - sigma_i^2) * s_noise, drawn with `generator`, before the step. Order 2 is Heun
+    with the Euler step to sigma = 0 (2N - 1 evaluations); order 1 is Euler (N).
     """
     if order not in (1, 2):
         raise ValueError(f"EDM sampler order must be 1 (Euler) or 2 (Heun), got {order}")
+    if s_churn < 0 or s_noise < 0:
+        raise ValueError(f"s_churn and s_noise must be >= 0, got s_churn={s_churn}, s_noise={s_noise}")
+    n_steps = len(sigmas) - 1
+    gamma_max = min(s_churn / n_steps, math.sqrt(2) - 1)
+
+    def slope(x: Tensor, sigma: float) -> Tensor:  # (x - D(x; sigma)) / sigma
+        return (x - denoise(x, _full(x, sigma))) / sigma
+
+    x = noise * sigmas[0].item()
+    nfe = 0
+    for t_cur, t_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        gamma = gamma_max if s_tmin <= t_cur <= s_tmax else 0.0
+        t_hat = t_cur * (1 + gamma)
+        if gamma > 0:
+            x = x + (t_hat**2 - t_cur**2) ** 0.5 * s_noise * randn(x.shape, generator, x.device)
+        d = slope(x, t_hat)
+        nfe += 1
+        x_next = x + (t_next - t_hat) * d
+        if order == 2 and t_next > 0:
+            x_next = x + (t_next - t_hat) * 0.5 * (d + slope(x_next, t_next))
+            nfe += 1
+        x = x_next
+    return SampleResult(x, nfe)
+
+
+@torch.no_grad()
+def heun_sample(denoise: Denoiser, noise: Tensor, abar: Tensor, steps: int, order: int = 2,
+                rho: float = 7.0) -> SampleResult:
+    """Deterministic EDM sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0) for a
+    model trained on the discrete DDPM schedule `abar`.
+
+    Runs `edm_sample` on x = x_t / sqrt(abar) (the VE form x0 + sigma eps) over Karras sigmas;
+    order 2 is Heun (Euler on the last step, 2 * steps - 1 evaluations), order 1 is Euler.
+    `noise` is N(0, I). sigma_max is the largest finite sigma of the table (so
+    zero-terminal-SNR schedules start one table entry early).
+    """
     table_sigmas = ((1 - abar) / abar).sqrt()
     finite = table_sigmas[torch.isfinite(table_sigmas)]
     sigmas = karras_sigmas(float(finite[0]), float(finite[-1]), steps, rho)
 
-    def d_over_sigma(x: Tensor, sigma: float) -> Tensor:  # (x - D(x; sigma)) / sigma
-        s = _full(x, sigma)
+    def d_ve(x: Tensor, s: Tensor) -> Tensor:  # D(x; sigma) through the DDPM denoiser
         a = 1 / (1 + s**2)  # abar at this sigma
-        x0 = denoise(x * expand(a.sqrt(), x), sigma_to_t(s, abar), a).x0
-        return (x - x0) / sigma
+        return denoise(x * expand(a.sqrt(), x), sigma_to_t(s, abar), a).x0
 
-    x = noise * sigmas[0].item()
-    nfe = 0
-    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
-        d = d_over_sigma(x, sigma)
-        nfe += 1
-        x_next = x + (sigma_next - sigma) * d
-        if order == 2 and sigma_next > 0:
-            d2 = d_over_sigma(x_next, sigma_next)
-            nfe += 1
-            x_next = x + (sigma_next - sigma) * 0.5 * (d + d2)
-        x = x_next
-    return SampleResult(x, nfe)
+    return edm_sample(d_ve, noise, sigmas, order=order)

@@ -15,6 +15,12 @@ Schedules:
 - zero terminal SNR: rescale sqrt(abar) so that abar_{T-1} = 0 exactly while keeping
   abar_0 (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed",
   Algorithm 1). The last step is then pure noise; predict v or x0 with it, not epsilon.
+
+EDM (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
+Models"): continuous noise levels sigma, x = x0 + sigma n, with the preconditioning of
+Table 1 (`edm_precond`), log-normal training sigmas and the loss weight lambda(sigma)
+(`edm_train_sigmas`, `edm_loss_weight`); the sampling levels (rho = 7, eq. 5) are
+`diffusion_samplers.karras_sigmas`.
 """
 
 from __future__ import annotations
@@ -156,3 +162,25 @@ def dynamic_threshold(x0: Tensor, percentile: float) -> Tensor:
     s = torch.quantile(flat.float(), percentile, dim=1).clamp(min=1.0).to(x0.dtype)  # (B,)
     s = expand(s, x0)
     return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+# ---- EDM (Karras et al. 2022): preconditioning and training noise levels -----------------
+def edm_precond(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(c_skip, c_out, c_in, c_noise) of Table 1 ("ours"), elementwise in sigma:
+    c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2),
+    c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4; D = c_skip x + c_out F(c_in x; c_noise)."""
+    total = sigma**2 + sigma_data**2
+    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
+
+
+def edm_loss_weight(sigma: Tensor, sigma_data: float) -> Tensor:
+    """lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2 (Table 1): the net's own
+    target F = (x0 - c_skip x) / c_out then has unit weight at every sigma."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def edm_train_sigmas(b: int, p_mean: float, p_std: float, device: torch.device | str = "cpu",
+                     generator: torch.Generator | None = None) -> Tensor:
+    """(b,) training noise levels, ln(sigma) ~ N(P_mean, P_std^2) (Table 1: -1.2, 1.2)."""
+    on = generator.device if generator is not None else device
+    return (torch.randn(b, generator=generator, device=on).to(device) * p_std + p_mean).exp()

@@ -7,12 +7,16 @@ Losses (per sample; d = critic output):
   hinge  hinge            (Lim & Ye 2017; Miyato et al. 2018)  D: relu(1-d_r) + relu(1+d_f)  G: -d_f
   wgan   Wasserstein      (Arjovsky et al. 2017)     D: d_f - d_r                G: -d_f
   lsgan  least squares    (Mao et al. 2017)          D: (d_r-1)^2/2 + d_f^2/2    G: (d_f-1)^2/2
+  relativistic  relativistic pairing, RpGAN (Jolicoeur-Martineau 2019; Huang et al. 2024, "The GAN
+         is dead; long live the GAN! A Modern GAN Baseline", eq. 2)  D: sp(d_f - d_r)  G: sp(d_r - d_f),
+         real and fake paired sample by sample. With R1 + R2 (r1_weight = r2_weight = gamma) and the
+         cosine `gamma_schedule` it is R3GAN's loss (Huang et al. 2024, sec. 2.2-2.3).
 Regularizers and tricks, each a switch of GanConfig:
   gradient penalty (WGAN-GP, Gulrajani et al. 2017), R1 / R2 (Mescheder et al. 2018) with the
-  lazy interval of StyleGAN2 (Karras et al. 2020), spectral norm (Miyato et al. 2018), one-sided
-  label smoothing (Salimans et al. 2016), instance noise (Sønderby et al. 2017), minibatch
-  stddev (Karras et al. 2018), PacGAN packing (Lin et al. 2018), top-k generator updates
-  (Sinha et al. 2020, "Top-k Training of GANs"), n_critic, TTUR (Heusel et al.
+  lazy interval of StyleGAN2 (Karras et al. 2020) and R3GAN's cosine decay of gamma, spectral
+  norm (Miyato et al. 2018), one-sided label smoothing (Salimans et al. 2016), instance noise
+  (Sønderby et al. 2017), minibatch stddev (Karras et al. 2018), PacGAN packing (Lin et al.
+  2018), top-k generator updates (Sinha et al. 2020, "Top-k Training of GANs"), n_critic, TTUR (Heusel et al.
   2017: separate optim.g / optim.d learning rates), EMA generator (Yazıcı et al. 2019; the
   trainer's EMA over ema_module()), DiffAugment / ADA, and class-conditional G with a
   projection D (Miyato & Koyama 2018). Sampling may reject the latents G stretches most
@@ -32,7 +36,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from ..base import (Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, dims,
@@ -43,7 +47,7 @@ from ..nets.mlp import MLPCritic, MLPGenerator
 from ..nets.resnet import ResNetDiscriminator, ResNetGenerator
 from .jacobian_truncation import truncated_latents
 
-GanLoss = Literal["ns", "minimax", "hinge", "wgan", "lsgan"]
+GanLoss = Literal["ns", "minimax", "hinge", "wgan", "lsgan", "relativistic"]
 
 
 class GanConfig(FamilyConfig):
@@ -61,6 +65,9 @@ class GanConfig(FamilyConfig):
     r1_weight: float = Field(0.0, ge=0)  # R1 gamma: penalty gamma/2 |grad D(real)|^2
     r2_weight: float = Field(0.0, ge=0)  # R2 gamma: the same on fakes
     r1_interval: int = Field(1, ge=1)  # lazy regularization: apply R1/R2 every k steps, scaled by k
+    gamma_schedule: Literal["constant", "cosine"] = "constant"  # R1/R2 weights over training (R3GAN: cosine)
+    gamma_end: float = Field(0.1, ge=0)  # cosine: the weights end at this share of r1_weight / r2_weight
+    gamma_steps: int = Field(0, ge=0)  # cosine: steps from the start value to the end value (then constant)
     spectral_norm: bool = False  # spectral normalization of every critic layer
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # one-sided: real target 1 - s (ns loss)
     instance_noise: float = Field(0.0, ge=0)  # std of Gaussian noise added to critic inputs
@@ -80,6 +87,25 @@ class GanConfig(FamilyConfig):
     truncation_ratio: float = Field(100.0, gt=1)  # ... those whose volume element > ratio x median
     standardize: bool = False  # vector data: the nets see per-feature standardized data
     weight_norm: float = Field(0.0, ge=0, le=1)  # mlp nets: weight norm, v shrunk to this share (0 = off)
+
+    @model_validator(mode="after")
+    def _check(self) -> "GanConfig":
+        if self.gamma_schedule == "cosine" and self.gamma_steps < 1:
+            raise ValueError("model.gamma_schedule='cosine' needs model.gamma_steps >= 1 (the steps over which "
+                             "the R1/R2 weights decay), got 0")
+        if self.loss == "relativistic" and self.augment == "ada":
+            raise ValueError("model.augment='ada' steers p by sign(D(real)), which the relativistic loss leaves "
+                             "undetermined (it sees only D(real) - D(fake)); use augment='diffaugment'")
+        return self
+
+
+def gamma_factor(step: int, schedule: Literal["constant", "cosine"], end: float, steps: int) -> float:
+    """Share of the configured R1/R2 weights in force at `step`. cosine (R3GAN, Huang et al.
+    2024, their training presets): end + (1 - end) (1 + cos(pi min(step / steps, 1))) / 2, so
+    1 at step 0 and `end` from `steps` on; the paper decays gamma 10x (end 0.1) over 20M images."""
+    if schedule == "constant":
+        return 1.0
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
 
 
 def pack_samples(x: Tensor, pack: int) -> Tensor:
@@ -185,14 +211,17 @@ class GAN(Method):
             gp = self.gradient_penalty(real_in.detach(), fake_in.detach(), y_packed)
             loss = loss + self.gp_weight * gp
             logs["gp"] = gp.detach().mean()
+        decay = gamma_factor(step, c.gamma_schedule, c.gamma_end, c.gamma_steps)
         if lazy and self.r1_weight > 0:
             r1 = grad_norm_sq(d_real, real_in)
-            loss = loss + c.r1_interval * self.r1_weight / 2 * r1
+            loss = loss + c.r1_interval * decay * self.r1_weight / 2 * r1
             logs["r1"] = r1.detach().mean()
         if lazy and self.r2_weight > 0:
             r2 = grad_norm_sq(d_fake, fake_in)
-            loss = loss + c.r1_interval * self.r2_weight / 2 * r2
+            loss = loss + c.r1_interval * decay * self.r2_weight / 2 * r2
             logs["r2"] = r2.detach().mean()
+        if lazy and c.gamma_schedule != "constant":
+            logs["gamma_factor"] = torch.tensor(decay)
         self._last = {"d_real": d_real.detach(), "d_fake": d_fake.detach()}
         return loss, logs
 
@@ -204,6 +233,8 @@ class GAN(Method):
             return F.relu(1 - d_real) + F.relu(1 + d_fake)
         if loss == "wgan":
             return d_fake - d_real
+        if loss == "relativistic":  # pairs real i with fake i
+            return F.softplus(d_fake - d_real)
         return 0.5 * (d_real - 1) ** 2 + 0.5 * d_fake**2  # lsgan
 
     def gradient_penalty(self, real: Tensor, fake: Tensor, y: Tensor | None) -> Tensor:
@@ -216,8 +247,13 @@ class GAN(Method):
     def g_loss(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         y = self._labels(batch)
         b = batch.x.shape[0]
-        d_fake = self.D(self._critic_input(self._generate(b, y), step), y if self.cfg.pack == 1 else None)
-        if self.cfg.loss == "ns":
+        y_packed = y if self.cfg.pack == 1 else None
+        d_fake = self.D(self._critic_input(self._generate(b, y), step), y_packed)
+        if self.cfg.loss == "relativistic":  # the reals' scores are constants to G
+            with torch.no_grad():
+                d_real = self.D(self._critic_input(batch.x, step), y_packed)
+            loss = F.softplus(d_real - d_fake)
+        elif self.cfg.loss == "ns":
             loss = F.softplus(-d_fake)
         elif self.cfg.loss == "minimax":
             loss = -F.softplus(d_fake)
@@ -264,7 +300,10 @@ class GAN(Method):
             return {}
         d_real, d_fake = self._last["d_real"], self._last["d_fake"]
         threshold = self.decision_threshold
-        acc = 0.5 * ((d_real > threshold).float().mean() + (d_fake < threshold).float().mean())
+        if self.cfg.loss == "relativistic":  # only differences count: the share of pairs ranked right
+            acc = (d_real > d_fake).float().mean()
+        else:
+            acc = 0.5 * ((d_real > threshold).float().mean() + (d_fake < threshold).float().mean())
         out = {"d_acc": float(acc), "d_gap": float(d_real.mean() - d_fake.mean())}
         if self.cfg.augment == "ada":
             out["ada_p"], out["ada_rt"] = float(self.ada_p), float(self.ada_rt)
