@@ -187,7 +187,7 @@ def test_pruned_trial_stops_early_and_keeps_its_logs(tmp_path):
 
 
 def test_metric_never_computed_stops_the_study(tmp_path):
-    with pytest.raises(TuneError, match="'kid_mean' is not among the eval results \\(modes, hq, reverse_kl\\)"):
+    with pytest.raises(TuneError, match="'kid_mean' is not among the eval results \\(modes, hq, spread, reverse_kl\\)"):
         search("gan-ring8", space(**{"model.loss": LOSS}), metric="kid_mean", direction="minimize", trials=2,
                out=tmp_path)
 
