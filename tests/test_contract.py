@@ -44,7 +44,7 @@ def built(request):
 
 
 def _sample(method, n, seed):
-    kw = {"steps": 4} if type(method).__name__ in ("Diffusion",) else {}
+    kw = {"Diffusion": {"steps": 4}, "FlowMatching": {"sampler": "euler", "steps": 4}}.get(type(method).__name__, {})
     with torch.no_grad():
         return method.sample(n, generator=torch.Generator().manual_seed(seed), **kw)
 

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 from pydantic import BaseModel
 
-from . import diffusion, ebm, gan, glow, pixelcnn, rbm, realnvp, seqvae, vae
+from . import diffusion, ebm, flow_matching, gan, glow, pixelcnn, rbm, realnvp, seqvae, vae
 
 
 class Family(NamedTuple):
@@ -34,6 +34,7 @@ FAMILIES: dict[str, Family] = {
     "glow": Family(glow.GlowConfig, glow.build, realnvp.net_contracts),
     "pixelcnn": Family(pixelcnn.PixelCNNConfig, pixelcnn.build, pixelcnn.net_contracts),
     "diffusion": Family(diffusion.DiffusionConfig, diffusion.build, diffusion.net_contracts),
+    "flow_matching": Family(flow_matching.FlowMatchingConfig, flow_matching.build, flow_matching.net_contracts),
     "ebm": Family(ebm.EbmConfig, ebm.build, ebm.net_contracts),
     "rbm": Family(rbm.RbmConfig, rbm.build),
 }
