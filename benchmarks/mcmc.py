@@ -8,8 +8,11 @@ Targets (stablegen.mcmc.targets): the 100-d ill-conditioned Gaussian, Neal's 10-
 the 2-d banana (curvature 0.03). For each target and kernel: the worst (minimum over
 dimensions) bulk and tail ESS, per second of sampling and per gradient evaluation (summed
 over chains, sampling phase only), the largest split R-hat, divergences, and the largest
-errors of the means (in true standard deviations) and of the standard deviations (relative);
-each cell is the median over `--repeats` seeds (banana and funnel runs vary a lot by seed).
+errors of the means (in true standard deviations) and of the standard deviations (relative),
+the target acceptance warmup ended with (raised to 0.99 when a chain diverged) and how many
+of `stablegen.mcmc.convergence_warnings` fired (R-hat > 1.01, ESS < 400, divergences);
+each cell is the median over `--repeats` seeds (banana and funnel runs vary a lot by seed),
+and every seed's own row is kept in the JSON ("runs").
 NumPyro's NUTS runs beside them on the same targets, chains and iteration counts when numpyro
 is installed (float64, chain_method="vectorized", NumPyro's own warmup; the sampling phase
 is then one compiled `lax.scan` of `NUTS.sample`, timed without its compilation, faster of
@@ -35,9 +38,12 @@ RESULTS = Path(__file__).parent / "results" / "mcmc.json"
 
 
 def row(target: mcmc.Target, name: str, draws, grads: int | None, seconds: float,
-        divergences: int, acceptance: float) -> dict:
+        divergences: int, acceptance: float, target_acceptance: float | None = None) -> dict:
     s = mcmc.summarize(draws, true_mean=target.mean, true_std=target.std)
     bulk, tail = float(s["ess_bulk"].min()), float(s["ess_tail"].min())
+    chains, draws_per_chain = draws.shape[0], draws.shape[1]
+    warnings = mcmc.convergence_warnings(s["rhat"], s["ess_bulk"], s["ess_tail"], divergences,
+                                         chains * draws_per_chain)
     return {
         "target": target.name, "dim": target.dim, "sampler": name,
         "rhat_max": float(s["rhat"].max()), "ess_bulk_min": bulk, "ess_tail_min": tail,
@@ -48,6 +54,8 @@ def row(target: mcmc.Target, name: str, draws, grads: int | None, seconds: float
         "ess_tail_per_gradient": tail / grads if grads else None,
         "divergences": divergences, "acceptance": acceptance,
         "mean_error_max": float(s["mean_error"].max()), "sd_error_max": float(s["sd_error"].max()),
+        "sds": [float(v) for v in s["sds"][:4]], "true_sds": [float(v) for v in target.std[:4]],
+        "target_acceptance": target_acceptance, "warnings": len(warnings), "warning_text": warnings,
     }
 
 
@@ -58,6 +66,8 @@ def median_row(runs: list[dict]) -> dict:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "dim":
             vals = [r[k] for r in runs if r[k] is not None]
             out[k] = float(np.median(vals)) if vals else None
+        elif k == "sds":
+            out[k] = [float(v) for v in np.median([r[k] for r in runs], axis=0)]
     out["repeats"] = len(runs)
     out["runs"] = runs
     return out
@@ -69,7 +79,8 @@ def run_stablegen(target: mcmc.Target, kernel: str, args, device: torch.device, 
     draws, info = mcmc.sample(kernel, target.logdensity_fn, x0, args.warmup, args.samples, g)
     grads = int(info.num_grad_evals.sum()) if kernel != "rwmh" else None
     return row(target, f"stablegen {kernel}", draws, grads, info.seconds,
-               int(info.num_divergent.sum()), float(info.acceptance_rate.mean()))
+               int(info.num_divergent.sum()), float(info.acceptance_rate.mean()),
+               float(info.target_acceptance.mean()))
 
 
 def numpyro_potentials(target: mcmc.Target):
@@ -125,15 +136,16 @@ def fmt(v, spec: str) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| target | sampler | R-hat max | bulk ESS min | tail ESS min | grads | s | "
-             "bulk ESS/s | bulk ESS/grad | tail ESS/grad | div | mean err | sd err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bulk ESS/s | bulk ESS/grad | tail ESS/grad | div | mean err | sd err | target acc | warnings |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['target']} ({r['dim']}-d) | {r['sampler']} | {r['rhat_max']:.3f} | "
             f"{r['ess_bulk_min']:.0f} | {r['ess_tail_min']:.0f} | {fmt(r['gradients'], '.0f')} | "
             f"{r['seconds']:.1f} | {r['ess_bulk_per_second']:.1f} | "
             f"{fmt(r['ess_bulk_per_gradient'], '.4f')} | {fmt(r['ess_tail_per_gradient'], '.4f')} | "
-            f"{r['divergences']:.0f} | {r['mean_error_max']:.3f} | {r['sd_error_max']:.3f} |")
+            f"{r['divergences']:.0f} | {r['mean_error_max']:.3f} | {r['sd_error_max']:.3f} | "
+            f"{fmt(r.get('target_acceptance'), '.3g')} | {fmt(r.get('warnings'), '.0f')} |")
     return "\n".join(lines)
 
 

@@ -71,3 +71,40 @@ def test_bad_arguments_exit_2(argv, message, capsys):
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("stablegen mcmc: error:")
+
+
+# ---- warnings: no silent wrong answers ----------------------------------------------------
+def run_json(argv: list[str], capsys) -> tuple[dict, str]:
+    assert run(argv + ["--json"]) == 0
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err
+
+
+def test_too_few_draws_warn_about_ess(capsys):
+    result, err = run_json(["gaussian", "--dim", "2", "--chains", "2", "--samples", "20"], capsys)
+    assert any("bulk ESS" in w and "< 400" in w and "--samples" in w for w in result["warnings"])
+    assert "stablegen mcmc: warning:" in err and "bulk ESS" in err
+
+
+def test_chains_in_different_modes_warn_about_rhat(capsys):
+    result, _ = run_json(["ring8", "--kernel", "rwmh", "--chains", "2", "--samples", "30", "--seed", "3"],
+                         capsys)
+    assert max(result["rhat"]) > 1.01
+    assert any(w.startswith("R-hat") and "> 1.01" in w for w in result["warnings"])
+
+
+def test_funnel_divergences_warn_and_name_a_remedy(capsys):
+    """The centered funnel's neck defeats any one step size: divergences, and the warning says
+    what to try (a non-centered funnel, a higher target acceptance)."""
+    result, err = run_json(["funnel", "--chains", "2", "--samples", "60", "--warmup", "60"], capsys)
+    assert result["divergences"] > 0
+    message = next(w for w in result["warnings"] if "divergent transitions" in w)
+    assert "non-centered" in message and "--target-acceptance" in message
+    assert "divergent transitions" in err
+
+
+def test_text_report_says_when_there_is_nothing_to_warn_about(capsys):
+    assert run(["gaussian", "--dim", "1", "--kernel", "rwmh", "--samples", "2000", "--warmup", "500"]) == 0
+    captured = capsys.readouterr()
+    assert "no warnings" in captured.out and "warning:" not in captured.err
+

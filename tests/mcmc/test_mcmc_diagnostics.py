@@ -63,6 +63,19 @@ def test_matches_arviz():
         np.testing.assert_allclose(mcmc.rhat(x), ref["rhat"], rtol=1e-12)
 
 
+def test_mcse_matches_arviz():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        az = pytest.importorskip("arviz")
+    if not hasattr(az, "mcse") or not hasattr(az, "convert_to_dataset"):
+        pytest.skip("arviz without the 0.x mcse API")
+    rng = np.random.default_rng(3)
+    for x in (ar1_chains(rng, 4, 300, 2, 0.8), rng.standard_t(5, size=(3, 201, 2))):
+        ds = az.convert_to_dataset({"x": x})
+        for method, ours in (("mean", mcmc.mcse_mean), ("sd", mcmc.mcse_sd)):
+            np.testing.assert_allclose(ours(x), np.asarray(az.mcse(ds, method=method)["x"]), rtol=1e-9)
+
+
 def test_known_answers():
     rng = np.random.default_rng(1)
     iid = rng.normal(size=(4, 1000, 2))
@@ -95,5 +108,24 @@ def test_summarize_errors_and_efficiency():
     np.testing.assert_allclose(s["ess_bulk_per_second"], s["ess_bulk"] / 2.0)
     assert np.all(s["mean_error"] < 5 / np.sqrt(2000)) and np.all(s["sd_error"] < 0.05)
     assert "mean_error" not in mcmc.summarize(x)
+    # iid draws: MCSE of the mean sd / sqrt(N), of the sd about sd / sqrt(2 N)
+    np.testing.assert_allclose(s["mcse_mean"], 2 / np.sqrt(2000), rtol=0.2)
+    np.testing.assert_allclose(s["mcse_sd"], 2 / np.sqrt(4000), rtol=0.2)
     with pytest.raises(ValueError, match="chains, draws, dim"):
         mcmc.rhat(np.zeros(10))
+
+
+def test_convergence_warnings_name_each_failed_check():
+    good = dict(rhat=np.array([1.002, 1.004]), ess_bulk=np.array([900.0, 800.0]),
+                ess_tail=np.array([700.0, 650.0]))
+    assert mcmc.convergence_warnings(**good, num_divergent=0, num_transitions=8000) == []
+    (w,) = mcmc.convergence_warnings(**{**good, "rhat": np.array([1.002, 1.03])}, num_divergent=0,
+                                     num_transitions=8000)
+    assert w.startswith("R-hat 1.030 > 1.01 (dimension 1)") and "--warmup" in w
+    (w,) = mcmc.convergence_warnings(**{**good, "ess_tail": np.array([700.0, 120.0])},
+                                     num_divergent=0, num_transitions=8000)
+    assert w.startswith("tail ESS 120 (dimension 1) < 400") and "--samples" in w
+    (w,) = mcmc.convergence_warnings(**good, num_divergent=8, num_transitions=8000)
+    assert w.startswith("8 divergent transitions (0.1 % of draws)") and "--target-acceptance" in w
+    nan = mcmc.convergence_warnings(np.array([np.nan]), np.array([np.nan]), np.array([np.nan]), 0, 10)
+    assert len(nan) == 2  # a constant chain: R-hat and ESS undefined, so neither check passes

@@ -127,6 +127,18 @@ def test_step_contract_and_determinism(kernel):
     assert not torch.equal(other.position, state.position)
 
 
+def test_divergences_in_warmup_raise_every_chains_target():
+    """The funnel's neck makes HMC diverge in warmup: once the slow windows see it, every
+    chain's target becomes 0.99 (the quiet chains' too); divergence_target_acceptance=None keeps
+    the kernel's 0.65."""
+    target = mcmc.make_target("funnel", 4)
+    for switch, expected in ((0.99, 0.99), (None, hmc.TARGET_ACCEPTANCE)):
+        g = torch.Generator().manual_seed(0)
+        _, info = mcmc.sample("hmc", target.logdensity_fn, target.initial_positions(4, g), 300, 5, g,
+                              num_integration_steps=8, divergence_target_acceptance=switch)
+        assert (info.target_acceptance == expected).all(), info.target_acceptance
+
+
 def test_float32_and_single_chain():
     target = mcmc.make_target("banana", dtype=torch.float32)
     g = torch.Generator().manual_seed(0)

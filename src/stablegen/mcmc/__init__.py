@@ -6,6 +6,8 @@
     draws, info = mcmc.sample("nuts", target.logdensity_fn, target.initial_positions(4, g),
                               num_warmup=500, num_samples=500, generator=g)
     print(mcmc.rhat(draws), mcmc.ess_bulk(draws))
+    print(mcmc.convergence_warnings(mcmc.rhat(draws), mcmc.ess_bulk(draws), mcmc.ess_tail(draws),
+                                    int(info.num_divergent.sum()), draws.shape[0] * draws.shape[1]))
 
 Kernels (`init(position, logdensity_fn) -> State`, `step(state, logdensity_fn, ..., generator)
 -> (State, Info)`): rwmh, mala, hmc, nuts; langevin (unadjusted, for energy-based models);
@@ -14,7 +16,9 @@ gibbs works on blocks with conditional samplers.
 
 from . import adaptation, gibbs, hmc, langevin, mala, nuts, rwmh
 from .base import GradState, LogDensityFn, State, logdensity_and_grad
-from .diagnostics import ess_bulk, ess_mean, ess_tail, rhat, summarize
+from .diagnostics import (
+    convergence_warnings, ess_bulk, ess_mean, ess_tail, mcse_mean, mcse_sd, rhat, summarize,
+)
 from .gibbs import GibbsInfo, GibbsState
 from .hmc import HMCInfo
 from .mala import MALAInfo
@@ -28,6 +32,7 @@ __all__ = [
     "State", "GradState", "LogDensityFn", "logdensity_and_grad",
     "RWMHInfo", "MALAInfo", "HMCInfo", "NUTSInfo", "GibbsState", "GibbsInfo",
     "sample", "SampleInfo", "Kernel", "KERNELS",
-    "rhat", "ess_bulk", "ess_tail", "ess_mean", "summarize",
+    "rhat", "ess_bulk", "ess_tail", "ess_mean", "summarize", "convergence_warnings",
+    "mcse_mean", "mcse_sd",
     "Target", "TargetError", "TARGETS", "make_target",
 ]

@@ -10,7 +10,8 @@
   as Stan does.
 - An initial step size by doubling or halving until a one-leapfrog acceptance crosses 1/2
   (Hoffman & Gelman 2014, Algorithm 4).
-Every quantity is kept per chain, so chains stay independent during warmup too.
+Every quantity is kept per chain, so chains stay independent during warmup too (the
+driver's response to divergences, `sampling._warmup`, is the one decision they share).
 """
 
 from __future__ import annotations

@@ -4,11 +4,14 @@
     stablegen mcmc gaussian --kernel hmc --warmup 500 -o draws.npy --json
     stablegen mcmc mypkg.models:logp --dim 3          # a user's log-density, imported
 
-Prints split R-hat, bulk and tail ESS (Vehtari et al. 2021), acceptance, divergences, ESS
-per second and per gradient evaluation, and for targets with known answers the errors of
-the estimated means and standard deviations. `-o` saves the draws as (chains, draws, dim);
-`--json` prints one JSON object instead of the tables. Exit codes: 0 done, 2 bad arguments
-(unknown target, unimportable `module:function`, impossible sizes or device).
+Prints means and sds with their Monte Carlo standard errors, split R-hat, bulk and tail ESS
+(Vehtari et al. 2021), acceptance, divergences, ESS per second and per gradient evaluation,
+and for targets with known answers the errors of the estimated means and standard
+deviations. When R-hat > 1.01, bulk or tail ESS < 400 or a transition diverged, it warns on
+stderr, saying which and what to try (`--json` carries the same sentences in its "warnings"
+list). `-o` saves the draws as (chains, draws, dim); `--json` prints one JSON object instead
+of the tables. Exit codes: 0 done (warnings or not), 2 bad arguments (unknown target,
+unimportable `module:function`, impossible sizes or device).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .diagnostics import summarize
-from .sampling import KERNELS, sample
+from .diagnostics import convergence_warnings, summarize
+from .sampling import DIVERGENCE_TARGET_ACCEPTANCE, KERNELS, sample
 from .targets import TARGETS, TargetError, make_target
 
 PER_DIM_ROWS = 12  # print every dimension up to this many, else a summary over dimensions
@@ -46,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--target-acceptance", type=float, default=None,
                         help="default: rwmh 0.234, mala 0.574, hmc 0.65, nuts 0.8")
+    parser.add_argument("--divergence-target-acceptance", type=float,
+                        default=DIVERGENCE_TARGET_ACCEPTANCE,
+                        help="hmc and nuts: every chain's target once a chain diverges in warmup "
+                             f"(default {DIVERGENCE_TARGET_ACCEPTANCE}; 0 keeps the target fixed)")
     parser.add_argument("--adaptation", choices=("per-chain", "pooled"), default="per-chain",
                         help="tune step size and mass matrix per chain or pooled over chains")
     parser.add_argument("--integration-steps", type=int, default=16, help="HMC's mean path length")
@@ -80,6 +87,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"stablegen mcmc: warning: {warning}", file=sys.stderr)
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
@@ -88,11 +100,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _report(stats: dict[str, Any], known: bool) -> str:
-    keys = ["means", "sds", "rhat", "ess_bulk", "ess_tail"] + (["mean_error", "sd_error"] if known else [])
-    headers = ["dim", "mean", "sd", "R-hat", "ESS bulk", "ESS tail"] + (
+    keys = ["means", "mcse_mean", "sds", "mcse_sd", "rhat", "ess_bulk", "ess_tail"] + (
+        ["mean_error", "sd_error"] if known else [])
+    headers = ["dim", "mean", "MCSE", "sd", "MCSE", "R-hat", "ESS bulk", "ESS tail"] + (
         ["|mean err|/sd", "|sd err|/sd"] if known else [])
-    fmt = {"means": "{:.4g}", "sds": "{:.4g}", "rhat": "{:.3f}", "ess_bulk": "{:.0f}",
-           "ess_tail": "{:.0f}", "mean_error": "{:.3f}", "sd_error": "{:.3f}"}
+    fmt = {"means": "{:.4g}", "mcse_mean": "{:.2g}", "sds": "{:.4g}", "mcse_sd": "{:.2g}",
+           "rhat": "{:.3f}", "ess_bulk": "{:.0f}", "ess_tail": "{:.0f}", "mean_error": "{:.3f}",
+           "sd_error": "{:.3f}"}
     dim = len(stats["means"])
     if dim <= PER_DIM_ROWS:
         rows = [[str(i)] + [fmt[k].format(stats[k][i]) for k in keys] for i in range(dim)]
@@ -104,7 +118,7 @@ def _report(stats: dict[str, Any], known: bool) -> str:
     for label, pick in (("worst", worst), ("median", {})):
         cells = [label]
         for k in keys:
-            if k in ("means", "sds"):
+            if k in ("means", "sds", "mcse_mean", "mcse_sd"):
                 cells.append("-")
             else:
                 cells.append(fmt[k].format(pick.get(k, np.median)(stats[k])))
@@ -122,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--dim must be >= 1, got {args.dim}")
     if args.target_acceptance is not None and not 0 < args.target_acceptance < 1:
         return _fail(f"--target-acceptance must be in (0, 1), got {args.target_acceptance}")
+    if not 0 <= args.divergence_target_acceptance < 1:
+        return _fail(f"--divergence-target-acceptance must be in [0, 1), got "
+                     f"{args.divergence_target_acceptance}")
     if args.integration_steps < 1 or args.max_tree_depth < 1:
         return _fail("--integration-steps and --max-tree-depth must be >= 1")
     try:
@@ -149,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
 
     draws, info = sample(
         args.kernel, target.logdensity_fn, x0, warmup, args.samples, generator,
-        target_acceptance=args.target_acceptance, adaptation=args.adaptation,
+        target_acceptance=args.target_acceptance,
+        divergence_target_acceptance=args.divergence_target_acceptance or None,
+        adaptation=args.adaptation,
         num_integration_steps=args.integration_steps, max_tree_depth=args.max_tree_depth,
         progress=not args.json and sys.stderr.isatty(),
     )
@@ -165,7 +184,10 @@ def run(args: argparse.Namespace) -> int:
 
     acceptance = float(info.acceptance_rate.mean())
     divergences = int(info.num_divergent.sum())
+    warnings = convergence_warnings(stats["rhat"], stats["ess_bulk"], stats["ess_tail"], divergences,
+                                    args.chains * args.samples)
     if args.json:
+        _print_warnings(warnings)  # on stderr too, so that --json > file still shows them
         out = {
             "target": args.target, "kernel": args.kernel, "dim": target.dim, "chains": args.chains,
             "samples": args.samples, "warmup": warmup, "seed": args.seed, "device": str(device),
@@ -176,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
             "gradient_evaluations_warmup": int(info.num_grad_evals_warmup.sum()),
             "seconds": info.seconds, "seconds_warmup": info.seconds_warmup,
             "step_size": _jsonable(info.step_size),
+            "target_acceptance": _jsonable(info.target_acceptance),
+            "warnings": warnings,
             "true_means": _jsonable(target.mean) if known else None,
             "true_sds": _jsonable(target.std) if known else None,
             "output": str(output) if output is not None else None,
@@ -194,9 +218,19 @@ def run(args: argparse.Namespace) -> int:
     if grads:
         line += f"  gradients {grads}  ESS/grad (bulk min) {bulk_min / grads:.4f}"
     print(line + f"  tail ESS min {tail_min:.0f}")
+    if args.kernel in ("hmc", "nuts"):
+        targets = " / ".join(f"{t:g}" for t in sorted({round(float(t), 4) for t in info.target_acceptance}))
+        h = info.step_size.cpu()
+        sizes = (" ".join(f"{float(v):.3g}" for v in h) if len(h) <= 8
+                 else f"{float(h.min()):.3g} to {float(h.max()):.3g}")
+        print(f"target acceptance {targets} (step size {sizes})")
     if known:
         print(f"moment errors: max |mean - true| / true sd = {float(np.max(stats['mean_error'])):.3f}, "
               f"max |sd - true| / true sd = {float(np.max(stats['sd_error'])):.3f}")
     if output is not None:
         print(f"wrote {output} {tuple(draws.shape)}")
+    if not warnings:
+        print("no warnings: R-hat, ESS and divergences pass")
+    sys.stdout.flush()  # the warnings come after the report
+    _print_warnings(warnings)
     return 0

@@ -7,8 +7,10 @@ computed exactly as ArviZ defines them (`arviz.rhat(method="rank")`, `arviz.ess(
 offset 3/8; autocorrelations by FFT; Geyer's (1992) initial positive and initial monotone
 sequences; tail ESS is the smaller ESS of the indicators of the 0.05 and 0.95 quantiles.
 
-Every function takes draws (chains, draws, dim) as a torch tensor or numpy array and
-returns a float64 numpy array (dim,).
+Monte Carlo standard errors of the mean and of the sd are ArviZ's (`arviz.mcse(method="mean"
+| "sd")`). Every function takes draws (chains, draws, dim) as a torch tensor or numpy array
+and returns a float64 numpy array (dim,). `convergence_warnings` turns R-hat, ESS and the
+divergence count into plain-language warnings.
 """
 
 from __future__ import annotations
@@ -138,6 +140,24 @@ def ess_mean(draws: Draws) -> np.ndarray:
     return _ess(_split_chains(_as_array(draws)))
 
 
+def mcse_mean(draws: Draws) -> np.ndarray:
+    """Monte Carlo standard error of the mean, sd / sqrt(ESS_mean), (D,) (ArviZ's "mean")."""
+    a = _as_array(draws)
+    sd = a.reshape(-1, a.shape[2]).std(axis=0, ddof=1)
+    return sd / np.sqrt(_ess(_split_chains(a)))
+
+
+def mcse_sd(draws: Draws) -> np.ndarray:
+    """Monte Carlo standard error of the standard deviation, (D,) (ArviZ's "sd"): the error
+    of the mean of the squared deviations, whose ESS is estimated from the draws, carried
+    to the sd by the delta method (d sd = d var / (2 sd))."""
+    a = _as_array(draws)
+    sq = (a - a.mean(axis=(0, 1))) ** 2  # (C, S, D)
+    var = sq.mean(axis=(0, 1))
+    var_of_var = (np.square(sq).mean(axis=(0, 1)) - var**2) / _ess(_split_chains(sq))
+    return np.sqrt(var_of_var / var / 4)
+
+
 def summarize(
     draws: Draws,
     *,
@@ -146,7 +166,8 @@ def summarize(
     true_mean: Tensor | np.ndarray | None = None,
     true_std: Tensor | np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Per-dimension moments and diagnostics, plus efficiency and moment errors when known.
+    """Per-dimension moments, their Monte Carlo standard errors and diagnostics, plus
+    efficiency and moment errors when known.
 
     ESS per gradient divides the bulk ESS by the gradient evaluations summed over chains
     (sampling phase); ESS per second divides by the sampling wall time. Errors of the means
@@ -159,6 +180,8 @@ def summarize(
     out: dict[str, Any] = {
         "means": mean,
         "sds": sd,
+        "mcse_mean": mcse_mean(a),
+        "mcse_sd": mcse_sd(a),
         "rhat": rhat(a),
         "ess_bulk": bulk,
         "ess_tail": tail,
@@ -174,4 +197,63 @@ def summarize(
         sigma = np.asarray(torch.as_tensor(true_std).cpu(), dtype=np.float64)
         out["mean_error"] = np.abs(mean - mu) / sigma
         out["sd_error"] = np.abs(sd - sigma) / sigma
+    return out
+
+
+# ---- warnings ---------------------------------------------------------------------------
+RHAT_MAX = 1.01  # Vehtari et al. 2021, section 4: use the draws only below this
+ESS_MIN = 400.0  # Vehtari et al. 2021: bulk and tail ESS above 100 per chain, for 4 chains
+
+
+def _worst(values: np.ndarray, *, largest: bool) -> tuple[float, int]:
+    """The worst value and its dimension; a NaN (a constant chain) is the worst of all."""
+    bad = np.isnan(values)
+    if bad.any():
+        return float("nan"), int(np.argmax(bad))
+    i = int(np.argmax(values) if largest else np.argmin(values))
+    return float(values[i]), i
+
+
+def convergence_warnings(
+    rhat: np.ndarray,
+    ess_bulk: np.ndarray,
+    ess_tail: np.ndarray,
+    num_divergent: int,
+    num_transitions: int,
+) -> list[str]:
+    """Plain-language warnings when the draws should not be trusted, [] when none applies.
+
+    One warning per failed check, each naming the check, the worst dimension and what to
+    try: split R-hat above RHAT_MAX (the chains disagree), bulk or tail ESS below ESS_MIN
+    (too few effective draws for the means, sds, quantiles and R-hat to be reliable), and
+    divergent transitions (Betancourt 2017, section 6.2: the step size is too large for some
+    region of the target, which is then under-sampled, biasing the estimates). NaN (a chain
+    that never moved) fails its check. rhat, ess_bulk, ess_tail: (D,) arrays;
+    num_transitions: sampling transitions summed over chains.
+    """
+    out = []
+    value, dim = _worst(np.asarray(rhat, dtype=float), largest=True)
+    if not value <= RHAT_MAX:
+        out.append(
+            f"R-hat {value:.3f} > {RHAT_MAX} (dimension {dim}): the chains disagree, so they have "
+            "not all found the same distribution; run more warmup and more draws (--warmup, "
+            "--samples), and if that does not help, reparameterize the target (e.g. a "
+            "non-centered funnel) or look for several modes")
+    low = []
+    for name, ess in (("bulk", ess_bulk), ("tail", ess_tail)):
+        value, dim = _worst(np.asarray(ess, dtype=float), largest=False)
+        if not value >= ESS_MIN:
+            low.append(f"{name} ESS {value:.0f} (dimension {dim})")
+    if low:
+        out.append(
+            f"{' and '.join(low)} < {ESS_MIN:.0f}: too few effective draws for reliable means, "
+            "sds, quantiles and R-hat; draw more (--samples), and if the ESS per draw is very "
+            "low, reparameterize the target")
+    if num_divergent > 0:
+        share = 100.0 * num_divergent / max(num_transitions, 1)
+        out.append(
+            f"{num_divergent} divergent transitions ({share:.2g} % of draws): the step size is "
+            "too large for part of the target, which is then under-sampled and biases the "
+            "estimates; raise --target-acceptance (0.95, 0.99), lengthen --warmup, or "
+            "reparameterize the target (e.g. a non-centered funnel)")
     return out
