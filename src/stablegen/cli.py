@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--metrics", help="comma-separated: fid,kid,is,prdc,modes,classes,stacked_modes,nll,recon,diversity")
     e.add_argument("--n", type=_positive_int, help="generated samples (>= 1)")
     e.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
-    e.add_argument("--features", choices=["auto", "digits", "inception", "pixels"])
+    e.add_argument("--features", choices=["auto", "digits", "fashion", "inception", "pixels"])
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--split", choices=["auto", "train", "val", "test"],
                    help="data to compare with (default: the recipe's eval.split; auto = the held-out split)")

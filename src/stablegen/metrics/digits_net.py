@@ -6,7 +6,7 @@ distance" practice BENCHMARKS.md follows). This is that network for the 8x8 digi
 ship with scikit-learn: a three-layer CNN trained once, deterministically
 (fixed seed, CPU, a few seconds), on the train part of the fixed benchmark split, with
 held-out accuracy >= 97 % on its 360 test images, and cached in the user's cache directory
-as safetensors keyed by `VERSION`.
+as safetensors keyed by `VERSION` (classifier_cache.py, shared with fashion_net.py).
 
 Its 128-d penultimate activations (scaled to unit RMS on the training images) serve
 FID/KID/PRDC; its predictions serve class coverage, the stacked-digits mode count and the
@@ -15,26 +15,21 @@ Inception-score analogue.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..data.digits import benchmark_split, load_digits
+from .classifier_cache import LOADED as _LOADED  # noqa: F401  (the per-process memo, shared by the classifiers)
+from .classifier_cache import accuracy, cache_dir, cached_classifier, fit, seeded_init, set_feature_scale
 
 VERSION = "v1"  # bump when the architecture or the training recipe changes: the cache key
 NUM_FEATURES = 128  # width of the penultimate layer
 NUM_CLASSES = 10
 MIN_ACCURACY = 0.97  # held-out accuracy a trained classifier must reach
-
-_LOADED: dict[Path, "DigitsNet"] = {}  # per-process memo, keyed by cache file
 
 
 class DigitsNet(nn.Module):
@@ -59,12 +54,6 @@ class DigitsNet(nn.Module):
         return features * self.feature_scale, self.head(features)  # (B, 128), (B, 10)
 
 
-def cache_dir() -> Path:
-    """The user's cache directory: $STABLEGEN_CACHE, else ~/.cache/stablegen."""
-    env = os.environ.get("STABLEGEN_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "stablegen"
-
-
 def cache_path() -> Path:
     return cache_dir() / f"digits-classifier-{VERSION}.safetensors"
 
@@ -87,10 +76,12 @@ def _resize_round_trip(x: Tensor) -> Tensor:
     return F.interpolate(up, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
 
 
-def accuracy(net: DigitsNet, x: Tensor, y: Tensor) -> float:
-    """Share of (N, 1, 8, 8) images `x` whose predicted class equals `y`."""
-    with torch.no_grad():
-        return (net(x)[1].argmax(1) == y).double().mean().item()
+def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
+    """A random +-1 pixel shift, the resize round trip on half of the batch, light noise."""
+    x = _shift(x, generator)
+    blur = torch.rand(len(x), generator=generator) < 0.5
+    x = torch.where(blur[:, None, None, None], _resize_round_trip(x), x)
+    return (x + 0.1 * torch.randn(x.shape, generator=generator)).clamp(-1, 1)
 
 
 def train_digits_classifier(epochs: int = 40, seed: int = 0) -> tuple[DigitsNet, float]:
@@ -103,65 +94,13 @@ def train_digits_classifier(epochs: int = 40, seed: int = 0) -> tuple[DigitsNet,
     """
     train_idx, val_idx, test_idx = benchmark_split()
     x, y = load_digits()
-    fit = torch.from_numpy(np.sort(np.concatenate([train_idx, val_idx])))
-    x_fit, y_fit = x[fit], y[fit]
-    x_test, y_test = x[torch.from_numpy(test_idx)], y[torch.from_numpy(test_idx)]
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # parameter init from the seed, global RNG untouched
-        torch.manual_seed(seed)
-        net = DigitsNet()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    steps_per_epoch = -(-len(x_fit) // 64)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x_fit), generator=g)
-        for i in range(0, len(x_fit), 64):
-            idx = perm[i : i + 64]
-            xb = _shift(x_fit[idx], g)
-            blur = torch.rand(len(xb), generator=g) < 0.5
-            xb = torch.where(blur[:, None, None, None], _resize_round_trip(xb), xb)
-            xb = (xb + 0.1 * torch.randn(xb.shape, generator=g)).clamp(-1, 1)
-            loss = F.cross_entropy(net(xb)[1], y_fit[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    net.eval().requires_grad_(False)
-    with torch.no_grad():
-        net.feature_scale.fill_(net(x_fit)[0].square().mean().rsqrt().item())
-    return net, accuracy(net, x_test, y_test)
-
-
-def _save(net: DigitsNet, test_accuracy: float, path: Path) -> None:
-    """Write atomically (temporary file + rename) so concurrent runs never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        state = {k: v.contiguous() for k, v in net.state_dict().items()}
-        save_file(state, tmp, metadata={"version": VERSION, "test_accuracy": f"{test_accuracy:.6f}"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _load(path: Path) -> DigitsNet:
-    """Load a cached classifier; raises ValueError when the file is unreadable or mismatched."""
-    try:
-        state = load_file(path)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
-    net = DigitsNet()
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{path} does not hold a DigitsNet {VERSION}: {err}") from err
-    if not all(torch.isfinite(t).all() for t in state.values()):
-        raise ValueError(f"{path} holds non-finite weights")
-    return net.eval().requires_grad_(False)
+    fit_idx = torch.from_numpy(np.sort(np.concatenate([train_idx, val_idx])))
+    net = seeded_init(DigitsNet, seed)
+    fit(net, x[fit_idx], y[fit_idx], epochs=epochs, batch_size=64, lr=2e-3, augment=_augment,
+        generator=torch.Generator().manual_seed(seed))
+    set_feature_scale(net, x[fit_idx])
+    test = torch.from_numpy(test_idx)
+    return net, accuracy(net, x[test], y[test])
 
 
 def digits_classifier() -> DigitsNet:
@@ -169,20 +108,5 @@ def digits_classifier() -> DigitsNet:
 
     A corrupt or mismatched cache file is replaced by a freshly trained one, with a warning.
     """
-    path = cache_path()
-    if path in _LOADED:
-        return _LOADED[path]
-    net = None
-    if path.exists():
-        try:
-            net = _load(path)
-        except ValueError as err:
-            warnings.warn(f"digits classifier cache is corrupt ({err}); retraining", stacklevel=2)
-    if net is None:
-        net, test_accuracy = train_digits_classifier()
-        if test_accuracy < MIN_ACCURACY:
-            raise RuntimeError(f"digits classifier reached only {test_accuracy:.3f} held-out accuracy "
-                               f"(< {MIN_ACCURACY}); this is a bug in stablegen, please report it")
-        _save(net, test_accuracy, path)
-    _LOADED[path] = net
-    return net
+    return cached_classifier(cache_path(), DigitsNet, lambda: train_digits_classifier(), version=VERSION,
+                             min_accuracy=MIN_ACCURACY, what="digits classifier")

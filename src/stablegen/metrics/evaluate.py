@@ -11,7 +11,8 @@ Metric names and the keys they return:
     modes          modes, hq, spread, reverse_kl         ring8 / grid25 only
     classes        class_coverage, class_kl, classes_covered, class_share_<c>   digits, fashion-mnist
     stacked_modes  stacked_modes, stacked_kl             stacked-digits only
-    nll            nll (+ bpd for images)                methods with log_prob
+    nll            nll (+ bpd for images, bpc for tokens, methods with log_prob
+                   nll_step for real sequences)
     recon          recon                                 methods with reconstruct
     diversity      diversity                             generated / real mean pairwise distance
 Every value is a plain Python float. See docs/metrics.md for the definitions.
@@ -44,7 +45,7 @@ from .prdc import prdc
 
 MetricName = Literal["fid", "kid", "is", "prdc", "modes", "classes", "stacked_modes", "nll", "recon", "diversity"]
 METRICS: tuple[str, ...] = get_args(MetricName)
-FeatureChoice = Literal["auto", "digits", "inception", "pixels"]
+FeatureChoice = Literal["auto", "digits", "fashion", "inception", "pixels"]
 FEATURE_CHOICES: tuple[str, ...] = get_args(FeatureChoice)
 
 _SAMPLE_METRICS = ("fid", "kid", "is", "prdc", "modes", "classes", "stacked_modes", "diversity")
@@ -59,18 +60,30 @@ def _is_stacked(dataset: str) -> bool:
     return dataset.startswith("stacked-digits")
 
 
+def _is_fashion(dataset: str) -> bool:
+    return dataset == "fashion-mnist"
+
+
+def _class_reader(dataset: str) -> FeatureName:
+    """The classifier that reads the class of a single-channel image of `dataset`."""
+    return "fashion" if _is_fashion(dataset) else "digits"
+
+
 def resolve_features(features: str, dataset: str, real: Tensor) -> FeatureName:
-    """'auto' -> 'digits' for digit images (digits*, stacked-digits*), 'pixels' otherwise."""
+    """'auto' -> 'digits' for digit images (digits*, stacked-digits*), 'fashion' for fashion-mnist
+    images, 'pixels' otherwise."""
     if features not in FEATURE_CHOICES:
         hint = difflib.get_close_matches(features, FEATURE_CHOICES, n=1)
         raise ValueError(f"unknown features {features!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                          + f" (choose one of {', '.join(FEATURE_CHOICES)})")
-    if features in ("digits", "inception") and real.dim() != 4:
+    if features in ("digits", "fashion", "inception") and real.dim() != 4:
         raise ValueError(f"features={features!r} reads images (N, C, H, W); data {dataset!r} has samples of "
                          f"shape {tuple(real.shape[1:])}: use features='pixels'")
     if features != "auto":
         return features  # type: ignore[return-value]
-    return "digits" if real.dim() == 4 and (_is_digits(dataset) or _is_stacked(dataset)) else "pixels"
+    if real.dim() == 4 and (_is_digits(dataset) or _is_stacked(dataset)):
+        return "digits"
+    return "fashion" if real.dim() == 4 and _is_fashion(dataset) else "pixels"
 
 
 def _why_not(name: str, *, dataset: str, real: Tensor, method: Method | None, fake: Tensor | None,
@@ -79,11 +92,13 @@ def _why_not(name: str, *, dataset: str, real: Tensor, method: Method | None, fa
     if name in _SAMPLE_METRICS and fake is None and method is None:
         return "it needs generated samples: pass fake= or a method to sample from"
     if name == "is" and features == "pixels":
-        return "the Inception score needs a classifier: features='digits' or 'inception'"
+        return "the Inception score needs a classifier: features='digits', 'fashion' or 'inception'"
     if name == "modes" and dataset not in MIXTURES:
         return f"mode metrics are defined for the 2-D mixtures {', '.join(MIXTURES)}, not {dataset!r}"
-    if name == "classes" and not (_is_digits(dataset) and real.dim() == 4 and real.shape[1] == 1):
-        return f"class coverage reads digits with the digits classifier; data {dataset!r} is not single-channel digits"
+    if name == "classes" and not ((_is_digits(dataset) or _is_fashion(dataset)) and real.dim() == 4
+                                  and real.shape[1] == 1):
+        return (f"class coverage reads classes with the digits or the fashion classifier; data {dataset!r} is "
+                "neither single-channel digits nor fashion-mnist")
     if name == "stacked_modes" and not (_is_stacked(dataset) and real.dim() == 4 and real.shape[1] == 3):
         return f"stacked modes need 3-channel stacked-digits data, not {dataset!r}"
     if name == "nll" and (method is None or not has_capability(method, "log_prob")):
@@ -164,12 +179,12 @@ def evaluate(metrics: Sequence[str], *, method: Method | None, fake: Tensor | No
     fake: generated samples in data space, same per-sample shape as `real`.
     real: data samples (the reference set: the held-out split where the data has one, see
         stablegen.data.load_eval_data), in data space or as stored (uint8 images 0..255 are read
-        as [-1, 1]); real_labels: their classes (digits: else the digits classifier's
+        as [-1, 1]); real_labels: their classes (digits, fashion-mnist: else the classifier's
         predictions); real_test: other held-out data for nll / recon (else real).
     dataset: the data name (decides 'auto' features and which metrics apply).
-    features: feature space of fid / kid / is / prdc / diversity ('auto': digits classifier on
-        digit images, pixels otherwise). inception_weights: local Inception weights file
-        (else $STABLEGEN_INCEPTION_WEIGHTS).
+    features: feature space of fid / kid / is / prdc / diversity ('auto': the digits classifier on
+        digit images, the fashion classifier on fashion-mnist, pixels otherwise).
+        inception_weights: local Inception weights file (else $STABLEGEN_INCEPTION_WEIGHTS).
     generator: randomness of sampling, subsets and dequantization (default: seed 0). Each
         metric draws from its own generator seeded from this one, so a metric's value does
         not depend on which other metrics were asked for.
@@ -229,8 +244,9 @@ def evaluate(metrics: Sequence[str], *, method: Method | None, fake: Tensor | No
             elif name == "modes":
                 out.update(mixture_metrics(fake.detach().cpu(), dataset))
             elif name == "classes":
-                fake_pred = feats("digits", "fake").logits[:, 0].argmax(-1)
-                ref = real_labels if real_labels is not None else feats("digits", "real").logits[:, 0].argmax(-1)
+                reader = _class_reader(dataset)
+                fake_pred = feats(reader, "fake").logits[:, 0].argmax(-1)
+                ref = real_labels if real_labels is not None else feats(reader, "real").logits[:, 0].argmax(-1)
                 out.update(class_coverage(fake_pred, ref.cpu(), num_classes=10))
             elif name == "stacked_modes":
                 out.update(stacked_modes(feats("digits", "fake").logits.argmax(-1)))
@@ -246,9 +262,13 @@ def evaluate(metrics: Sequence[str], *, method: Method | None, fake: Tensor | No
 def _nll(method: Method, x: Tensor, *, dataset: str, generator: torch.Generator, batch_size: int,
          device: torch.device) -> dict[str, float]:
     """Images: nll in nats per image of the discrete levels and bpd (5 dequantization draws for
-    densities); other data: nll = -mean log_prob in nats per sample."""
+    densities); other data: nll = -mean log_prob in nats per sample, and per step of a sequence:
+    bpc in bits per token (character) of tokens (N, T), nll_step in nats per step of (N, T, D)."""
     if x.dim() != 4:
-        return {"nll": -float(batched_log_prob(method.log_prob, x, batch_size=batch_size, device=device).mean())}
+        nll = -float(batched_log_prob(method.log_prob, x, batch_size=batch_size, device=device).mean())
+        if x.dim() == 2 and not x.is_floating_point():
+            return {"nll": nll, "bpc": nll / (x.shape[1] * math.log(2.0))}
+        return {"nll": nll, "nll_step": nll / x.shape[1]} if x.dim() == 3 else {"nll": nll}
     # a method whose log_prob is log P of the integer levels (PixelCNN, RBM, a VAE with a
     # discrete decoder) sets log_prob_is_discrete = True: it sees the images undequantized
     continuous = not getattr(method, "log_prob_is_discrete", False)

@@ -4,6 +4,9 @@
   image is read as one digit (a stacked-digits image is three digits), resized to 8x8 with
   antialiasing when needed; features are the per-channel 128-d penultimate activations
   concatenated, (N, C * 128); logits (N, C, 10).
+- `fashion`: the cached Fashion-MNIST classifier (metrics/fashion_net.py) on grey images,
+  resized to 28x28 with antialiasing when needed: 128-d penultimate features and logits
+  (N, 1, 10).
 - `inception`: the standard FID network (Heusel et al. 2017; TensorFlow Inception-v3 of
   2015-12-05 as ported by torch-fidelity), 2048-d pool features and 1008-class logits for
   IS. Needs `torch-fidelity` and the weights in a local file; stablegen never downloads.
@@ -25,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .digits_net import digits_classifier
+from .fashion_net import fashion_classifier
 
-FeatureName = Literal["digits", "inception", "pixels"]
+FeatureName = Literal["digits", "inception", "pixels", "fashion"]
 FEATURES: tuple[str, ...] = get_args(FeatureName)
 
 INCEPTION_ENV = "STABLEGEN_INCEPTION_WEIGHTS"
@@ -73,12 +77,32 @@ class DigitsFeatures(FeatureExtractor):
         if x.dim() != 4:
             raise ValueError(f"digits features need images (N, C, H, W); got shape {tuple(x.shape)}")
         n, c = x.shape[:2]
-        x = x.float().clamp(-1, 1).reshape(n * c, 1, *x.shape[2:])  # (N*C, 1, H, W)
-        if x.shape[-2:] != (8, 8):
-            x = F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+        x = _resized(x.float().clamp(-1, 1).reshape(n * c, 1, *x.shape[2:]), 8)  # (N*C, 1, 8, 8)
         net = self.net.to(x.device)
         features, logits = net(x)  # (N*C, 128), (N*C, 10)
         return Features(features.reshape(n, -1), logits.reshape(n, c, -1))
+
+
+class FashionFeatures(FeatureExtractor):
+    """The Fashion-MNIST classifier applied to (N, 1, H, W) grey images in [-1, 1]."""
+
+    name, has_logits = "fashion", True
+
+    def __init__(self) -> None:
+        self.net = fashion_classifier()
+
+    def __call__(self, x: Tensor) -> Features:
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"fashion features need grey images (N, 1, H, W); got shape {tuple(x.shape)}")
+        features, logits = self.net.to(x.device)(_resized(x.float().clamp(-1, 1), 28))  # (N, 128), (N, 10)
+        return Features(features, logits[:, None, :])
+
+
+def _resized(x: Tensor, size: int) -> Tensor:
+    """(N, C, H, W) images resized to size x size (bilinear, antialiased) unless they are already."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 class InceptionFeatures(FeatureExtractor):
@@ -125,17 +149,19 @@ def build_inception(weights: str | Path | None = None):
     if problems:
         raise RuntimeError("inception features need " + "; and ".join(problems)
                            + f". stablegen never downloads: fetch {INCEPTION_URL} once on a machine with network "
-                           "access and copy it here; or use features='digits' or 'pixels'")
+                           "access and copy it here; or use features='digits', 'fashion' or 'pixels'")
     return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                        feature_extractor_weights_path=str(Path(weights).expanduser()))
 
 
 def get_extractor(name: FeatureName, *, inception_weights: str | Path | None = None) -> FeatureExtractor:
-    """The feature extractor called `name` ('digits', 'inception' or 'pixels')."""
+    """The feature extractor called `name` ('digits', 'fashion', 'inception' or 'pixels')."""
     if name == "pixels":
         return PixelFeatures()
     if name == "digits":
         return DigitsFeatures()
+    if name == "fashion":
+        return FashionFeatures()
     if name == "inception":
         return InceptionFeatures(inception_weights)
     raise ValueError(f"unknown features {name!r}; choose one of {', '.join(FEATURES)}")

@@ -283,7 +283,12 @@ def _eval_section(run: Run) -> str:
     metrics = run.eval_metrics()
     if not metrics:
         return '<p class="empty">No evaluation for this run (no eval.json, no eval/* metrics logged).</p>'
-    rows = "".join(f'<tr><td>{esc(k)}</td><td class="num">{fmt_num(v)}</td></tr>' for k, v in metrics.items())
+    # the real-vs-real floor (real training images against the same reference) beside fid and kid
+    floors = {k: metrics.pop(f"{k}_floor") for k in ("fid", "kid") if f"{k}_floor" in metrics}
+    rows = ""
+    for k, v in metrics.items():
+        floor = f'<td class="num">{fmt_num(floors[k]) if k in floors else ""}</td>' if floors else ""
+        rows += f'<tr><td>{esc(k)}</td><td class="num">{fmt_num(v)}</td>{floor}</tr>'
     if run.eval and isinstance(run.eval.get("metrics"), dict):
         e = run.eval
         parts = [f"against {esc(run.eval_against)}"] if run.eval_against else []
@@ -295,9 +300,13 @@ def _eval_section(run: Run) -> str:
         meta = "From eval.json: " + " · ".join(parts)
     else:
         meta = "Last values logged in metrics.jsonl (there is no eval.json)."
+    if floors:
+        meta += (" · real-vs-real floor: the same metric of as many real training images as samples against the "
+                 "same reference, in the same features")
+    floor_head = '<th class="num">real-vs-real floor</th>' if floors else ""
     return (
-        '<div class="card" style="max-width:560px"><table><tr><th>metric</th><th class="num">value</th></tr>'
-        f'{rows}</table><p class="meta">{meta}</p></div>'
+        '<div class="card" style="max-width:560px"><table><tr><th>metric</th><th class="num">value</th>'
+        f'{floor_head}</tr>{rows}</table><p class="meta">{meta}</p></div>'
     )
 
 
