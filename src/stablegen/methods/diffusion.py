@@ -182,20 +182,27 @@ class _ClassLabels:
         return torch.where(drop, torch.full_like(batch.y, self.info.num_classes), batch.y)
 
     def _labels_for_sampling(self, n: int, labels, generator: torch.Generator | None) -> Tensor | None:
-        if not self.conditional:
-            if labels is not None:
-                raise ValueError("labels given, but this diffusion model was trained without labels")
-            return None
-        k = self.info.num_classes
-        if labels is None:
-            dev = generator.device if generator is not None else self.device
-            return torch.randint(k, (n,), generator=generator, device=dev).to(self.device)
-        y = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
-        if y.numel() == 1:
-            y = y.expand(n).clone()
-        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
-            raise ValueError(f"labels must be one class or {n} classes in 0..{k - 1}")
-        return y
+        return sampling_labels(self.info, self.conditional, self.device, n, labels, generator)
+
+
+def sampling_labels(info: DataInfo, conditional: bool, device: torch.device, n: int, labels,
+                    generator: torch.Generator | None) -> Tensor | None:
+    """Labels (n,) to sample a class-conditional model with: `labels` (one class or n), or drawn
+    uniformly with `generator` when None; None for an unconditional model."""
+    if not conditional:
+        if labels is not None:
+            raise ValueError("labels given, but this model was trained without labels")
+        return None
+    k = info.num_classes
+    if labels is None:
+        dev = generator.device if generator is not None else device
+        return torch.randint(k, (n,), generator=generator, device=dev).to(device)
+    y = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
+    if y.numel() == 1:
+        y = y.expand(n).clone()
+    if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
+        raise ValueError(f"labels must be one class or {n} classes in 0..{k - 1}")
+    return y
 
 
 class Diffusion(_ClassLabels, Method):
@@ -525,23 +532,26 @@ def build(cfg: DiffusionConfig, info: DataInfo,
     method = EDMDiffusion if cfg.parameterization == "edm" else Diffusion
     if nets:
         return method(cfg, info, nets["denoiser"])
+    return method(cfg, info, denoiser_net(cfg, info, out_mult=2 if cfg.learned_variance else 1))
+
+
+def denoiser_net(cfg, info: DataInfo, out_mult: int = 1) -> nn.Module:
+    """The built-in net of `cfg.net` (auto: a U-Net for images, a residual MLP for vectors) with
+    `out_mult` outputs per input channel; cfg carries `net`, `unet` and `mlp` (diffusion, flow matching)."""
     net_kind = cfg.net if cfg.net != "auto" else ("unet" if info.kind == "image" else "mlp")
-    mult = 2 if cfg.learned_variance else 1
     if net_kind == "unet":
         if info.kind != "image":
             raise ValueError(f"net 'unet' needs image data; {info.name!r} is {info.kind} data")
         c, h, _ = info.shape
         u = cfg.unet
-        net: nn.Module = UNet(c, c * mult, h, channels=u.channels, channel_mult=u.channel_mult,
-                              num_res_blocks=u.num_res_blocks, attention_resolutions=u.attention_resolutions,
-                              heads=u.heads, dropout=u.dropout, num_classes=info.num_classes)
-    else:
-        if info.kind != "vector":
-            raise ValueError(f"net 'mlp' needs vector data; {info.name!r} is {info.kind} data (use the U-Net)")
-        (d,) = info.shape
-        m = cfg.mlp
-        net = MLPDenoiser(d, d * mult, width=m.width, depth=m.depth, num_classes=info.num_classes, dropout=m.dropout)
-    return method(cfg, info, net)
+        return UNet(c, c * out_mult, h, channels=u.channels, channel_mult=u.channel_mult,
+                    num_res_blocks=u.num_res_blocks, attention_resolutions=u.attention_resolutions,
+                    heads=u.heads, dropout=u.dropout, num_classes=info.num_classes)
+    if info.kind != "vector":
+        raise ValueError(f"net 'mlp' needs vector data; {info.name!r} is {info.kind} data (use the U-Net)")
+    (d,) = info.shape
+    m = cfg.mlp
+    return MLPDenoiser(d, d * out_mult, width=m.width, depth=m.depth, num_classes=info.num_classes, dropout=m.dropout)
 
 
 def net_contracts(cfg: DiffusionConfig, info: DataInfo) -> dict[str, NetContract]:

@@ -40,9 +40,7 @@ from torch import Tensor, nn
 from ..base import (Batch, DataInfo, ExportInput, ExportSpec, FamilyConfig, Method, NetContract, Phase, dims,
                     dummy_data, dummy_labels)
 from ..metrics.likelihood import dequantize
-from ..nets.denoiser import MLPDenoiser
-from ..nets.unet import UNet
-from .diffusion import MLPOptions, UNetOptions
+from .diffusion import MLPOptions, UNetOptions, denoiser_net, sampling_labels
 from .diffusion_samplers import randn
 from .ode_samplers import OdeResult, OdeSampler, Velocity, solve
 
@@ -270,19 +268,7 @@ class FlowMatching(Method):
     def labels_for_sampling(self, n: int, labels, generator: torch.Generator | None) -> Tensor | None:
         """Labels (n,) for a conditional model: `labels` (one class or n), or drawn uniformly
         with `generator` when None; None for an unconditional model."""
-        if not self.conditional:
-            if labels is not None:
-                raise ValueError("labels given, but this flow matching model was trained without labels")
-            return None
-        k = self.info.num_classes
-        if labels is None:
-            dev = generator.device if generator is not None else self.device
-            return torch.randint(k, (n,), generator=generator, device=dev).to(self.device)
-        y = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
-        y = y.expand(n).clone() if y.numel() == 1 else y
-        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
-            raise ValueError(f"labels must be one class or {n} classes in 0..{k - 1}")
-        return y
+        return sampling_labels(self.info, self.conditional, self.device, n, labels, generator)
 
     @torch.no_grad()
     def sample_ode(self, n: int, *, generator: torch.Generator | None = None, noise: Tensor | None = None,
@@ -392,22 +378,7 @@ def build(cfg: FlowMatchingConfig, info: DataInfo, nets: dict[str, nn.Module] | 
         raise ValueError(f"flow matching models image or vector data; {info.name!r} is {info.kind} data")
     if nets:
         return FlowMatching(cfg, info, nets["velocity"])
-    net_kind = cfg.net if cfg.net != "auto" else ("unet" if info.kind == "image" else "mlp")
-    if net_kind == "unet":
-        if info.kind != "image":
-            raise ValueError(f"net 'unet' needs image data; {info.name!r} is {info.kind} data")
-        c, h, _ = info.shape
-        u = cfg.unet
-        net: nn.Module = UNet(c, c, h, channels=u.channels, channel_mult=u.channel_mult,
-                              num_res_blocks=u.num_res_blocks, attention_resolutions=u.attention_resolutions,
-                              heads=u.heads, dropout=u.dropout, num_classes=info.num_classes)
-    else:
-        if info.kind != "vector":
-            raise ValueError(f"net 'mlp' needs vector data; {info.name!r} is {info.kind} data (use the U-Net)")
-        (d,) = info.shape
-        m = cfg.mlp
-        net = MLPDenoiser(d, d, width=m.width, depth=m.depth, num_classes=info.num_classes, dropout=m.dropout)
-    return FlowMatching(cfg, info, net)
+    return FlowMatching(cfg, info, denoiser_net(cfg, info))
 
 
 def net_contracts(cfg: FlowMatchingConfig, info: DataInfo) -> dict[str, NetContract]:
