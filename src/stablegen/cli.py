@@ -128,7 +128,8 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 def _sample_kwargs(args: argparse.Namespace) -> dict:
     kw = {}
-    for key in ("sampler", "steps", "guidance", "temperature", "eta", "truncate"):
+    for key in ("sampler", "steps", "guidance", "temperature", "eta", "truncate", "prompt", "length", "top_k",
+                "top_p"):
         value = getattr(args, key, None)
         if value is not None:
             kw[key] = value
@@ -139,24 +140,38 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .api import open_run
+    from .data.text import vocabulary_of
     from .report.grid import save_samples_png
-    from .train.checkpoint import atomic_write_bytes
+    from .train.checkpoint import atomic_write_bytes, atomic_write_text
 
-    out = Path(args.output)
-    if out.suffix not in (".npy", ".png"):
-        print(f"error: -o must end in .npy or .png, got {out}", file=sys.stderr)
+    out = Path(args.output) if args.output else None
+    if out is not None and out.suffix not in (".npy", ".png", ".txt"):
+        print(f"error: -o must end in .npy, .png or .txt, got {out}", file=sys.stderr)
         return EXIT_INPUT
     run = open_run(_run_dir(args.run))
+    tokens = run.data.info.kind == "tokens"
+    if (out is None or out.suffix == ".txt") and not tokens:
+        print(f"error: {'-o is required' if out is None else '-o .txt is for token runs'}: this run's samples are "
+              f"{run.data.info.kind} data; give -o samples.npy or grid.png", file=sys.stderr)
+        return EXIT_INPUT
     try:
         x = run.sample(args.n, ema=args.ema, seed=args.seed, **_sample_kwargs(args))
     except (TypeError, ValueError) as e:  # an option this family lacks, a value it refuses
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
-    if out.suffix == ".npy":
+    if out is None or out.suffix == ".txt":  # token runs: text, samples between lines holding only %
+        vocab = vocabulary_of(run.data.info)
+        rows = [vocab.decode(row) if vocab is not None else " ".join(map(str, row.tolist())) for row in x]
+        text = "".join(f"{row}\n%\n" for row in rows)
+        if out is None:
+            sys.stdout.write(text)
+            return EXIT_OK
+        atomic_write_text(out, text)
+    elif out.suffix == ".npy":
         import io
 
         buf = io.BytesIO()
-        np.save(buf, x.float().numpy())
+        np.save(buf, x.numpy() if tokens else x.float().numpy())  # token ids stay integers
         atomic_write_bytes(out, buf.getvalue())
     else:
         vec = run.data.info.kind == "vector"  # grids draw in the model's space
@@ -294,14 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
     s.add_argument("-n", type=_positive_int, default=64, help="number of samples (>= 1)")
-    s.add_argument("-o", "--output", required=True, help="samples.npy (float, data space) or grid.png")
+    s.add_argument("-o", "--output", help="samples.npy (data space; token ids), grid.png, or samples.txt (token "
+                   "runs, which print their text when -o is left out)")
     s.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use EMA weights if kept")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--sampler", help="diffusion: ddpm, ddim or heun")
-    s.add_argument("--steps", type=_positive_int, help="diffusion: sampling steps (>= 1)")
-    s.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale")
+    s.add_argument("--sampler", help="diffusion: ddpm, ddim or heun; flow matching: euler, midpoint, heun or dopri5")
+    s.add_argument("--steps", type=_positive_int, help="diffusion, flow matching (not dopri5): sampling steps (>= 1)")
+    s.add_argument("--guidance", type=float, help="diffusion, flow matching: classifier-free guidance scale")
     s.add_argument("--eta", type=float, help="DDIM eta")
-    s.add_argument("--temperature", type=float, help="flows: sampling temperature")
+    s.add_argument("--temperature", type=float, help="flows, autoregressive: sampling temperature")
+    s.add_argument("--prompt", help="autoregressive: text (token runs) that every sample continues")
+    s.add_argument("--length", type=_positive_int, help="autoregressive: steps per sample, prompt included "
+                   "(default: data.length)")
+    s.add_argument("--top-k", type=_positive_int, help="autoregressive tokens: draw from the k likeliest (1: greedy)")
+    s.add_argument("--top-p", type=float, help="autoregressive tokens: draw from the smallest set of probability >= p")
     s.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=None,
                    help="GANs: Jacobian truncation on / off (default: the recipe's model.truncation)")
     s.set_defaults(func=_cmd_sample)

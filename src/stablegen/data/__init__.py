@@ -11,14 +11,15 @@ the user's data from Python (tensor, array, (x, y) or torch Dataset) with the ch
 
 Splits and evaluation. `data.split` picks what to train on; `load_eval_data` loads what
 evaluation compares with (`eval.split`, resolved by `resolve_eval_split`):
-    digits, fashion-mnist     fixed train / val / test splits (digits.benchmark_split,
-                              fashion.split_indices)
+    digits, fashion-mnist,    fixed train / val / test splits (digits.benchmark_split,
+    fortunes                  fashion.split_indices, text.VAL_FILES / TEST_FILES)
     toys, stacked-digits,     synthetic: the training draw uses data.seed; val and test are
     sines, grammar            independent draws with data.seed + HELD_OUT_SEEDS[split]
     folder, npy, idx, csv,    "{split}" in data.path: a file per split (images/{split} ->
-    python (from Python)      images/train, images/val, images/test); else with data.split
+    text, python (Python)     images/train, images/val, images/test); else with data.split
                               train, val or test a seeded split of the rows (own.split_rows;
-                              a CSV series splits in time); with data.split=all none
+                              a CSV series splits in time; text in chunks of lines, text.py);
+                              with data.split=all none
 `eval.split: auto` is the test split when training never saw it, and otherwise the training
 data itself (digits with data.split=all, user data with data.split=all), marked not held out.
 """
@@ -41,11 +42,12 @@ from .own import (Normalization, Own, check_normalize_keys, check_own, fit_norma
 from .toys import TOYS, sample_toy
 
 SYNTHETIC_SEQUENCES = ("sines", "grammar")
-FIXED_SPLITS = ("digits", "fashion-mnist")  # datasets with a fixed train / val / test split
+TEXT = ("fortunes", "text")  # character data (text.py): Debian's fortunes, the user's text file
+FIXED_SPLITS = ("digits", "fashion-mnist", "fortunes")  # datasets with a fixed train / val / test split
 SYNTHETIC = TOYS + ("stacked-digits",) + SYNTHETIC_SEQUENCES  # drawn from a seed: any split is a fresh draw
 USER_FILES = ("folder", "npy", "idx", "csv")
 PYTHON = "python"  # data.name of data given from Python (dataset_from)
-DATASETS = TOYS + ("digits", "stacked-digits", "fashion-mnist") + SYNTHETIC_SEQUENCES + USER_FILES + (PYTHON,)
+DATASETS = TOYS + ("digits", "stacked-digits", "fashion-mnist") + SYNTHETIC_SEQUENCES + TEXT + USER_FILES + (PYTHON,)
 SPLITS = ("train", "val", "test")
 HELD_OUT_SEEDS = {"val": 10_000, "test": 20_000}  # synthetic data: val / test draw with data.seed + these
 SPLIT_FIELD = "{split}"  # in data.path of user data: replaced by the split's name
@@ -98,7 +100,7 @@ def splits_of(cfg) -> tuple[str, ...]:
     """The splits the data of `cfg` (recipe.DataConfig) offers: train, val, test, or none."""
     if cfg.name in FIXED_SPLITS or cfg.name in SYNTHETIC or SPLIT_FIELD in (cfg.path or ""):
         return SPLITS
-    if cfg.name in USER_FILES + (PYTHON,) and cfg.split != "all":  # a seeded split of the rows
+    if cfg.name in USER_FILES + ("text", PYTHON) and cfg.split != "all":  # a seeded split of the rows
         return SPLITS
     return ()
 
@@ -109,8 +111,9 @@ def _trained_on(cfg) -> set[str]:
     if cfg.split != "all":
         return {cfg.split}
     # all: digits has no official test set (every image); fashion-mnist's "all" is its 60,000
-    # training images; a synthetic dataset's "all" is its training draw
-    return {"digits": set(SPLITS), "fashion-mnist": {"train", "val"}}.get(cfg.name, {"train"})
+    # training images; fortunes' "all" every file; a synthetic dataset's "all" is its training draw
+    seen = {"digits": set(SPLITS), "fashion-mnist": {"train", "val"}, "fortunes": set(SPLITS)}
+    return seen.get(cfg.name, {"train"})
 
 
 def resolve_eval_split(cfg, split: str = "auto") -> EvalSplit:
@@ -165,6 +168,13 @@ def load_dataset(cfg, norm: Normalization | None = None) -> Dataset:
     if name == PYTHON:
         raise DataError("data.name=python: this data was given from Python (sg.train(..., data=...)) and is not on "
                         "disk; pass it again as data=")
+    if name in TEXT:
+        from .text import load_text, text_info
+
+        x, chars = load_text(cfg, split)
+        data = _finish(Own(x, None, "tokens", None, len(chars) + 1, None), cfg, split)
+        data.info = text_info(data.info, chars)
+        return data
     if name in USER_FILES:
         own, on_disk = _read_own(cfg, norm)
         return _finish(own, cfg, split, on_disk)

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 from pydantic import BaseModel
 
-from . import diffusion, ebm, flow_matching, gan, glow, pixelcnn, rbm, realnvp, seqvae, vae
+from . import autoregressive, diffusion, ebm, flow_matching, gan, glow, pixelcnn, rbm, realnvp, seqvae, vae
 
 
 class Family(NamedTuple):
@@ -37,4 +37,5 @@ FAMILIES: dict[str, Family] = {
     "flow_matching": Family(flow_matching.FlowMatchingConfig, flow_matching.build, flow_matching.net_contracts),
     "ebm": Family(ebm.EbmConfig, ebm.build, ebm.net_contracts),
     "rbm": Family(rbm.RbmConfig, rbm.build),
+    "autoregressive": Family(autoregressive.AutoregressiveConfig, autoregressive.build),
 }
